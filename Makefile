@@ -1,0 +1,28 @@
+# The two commands the README opens with, and the benchmarks.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/braid: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test,bench]"
+	@touch $@
+
+setup: $(BIN)/braid
+
+demo: setup
+	rm -rf braid-demo
+	$(BIN)/braid demo braid-demo
+
+test: setup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+bench: setup
+	$(BIN)/python bench/bench_traversal.py
+	$(BIN)/python bench/bench_ingest.py
+
+clean:
+	rm -rf $(VENV) braid-demo .pytest_cache

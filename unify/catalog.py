@@ -1,0 +1,161 @@
+"""The catalog as a reader sees it: one generation's tables and the lineage operations on them.
+
+>>> cat = open_catalog(".braid")                                    # doctest: +SKIP
+>>> cat.upstream("mlflow:model_version/churn/2", kinds=["dataset", "code"])  # doctest: +SKIP
+shape: (3, 18)
+┌──────────────────────────────┬─────────┬ ... ┬───────┬──────────────┬──────────┐
+│ id                           ┆ kind    ┆ ... ┆ depth ┆ via_src      ┆ via_kind │
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from .errors import NodeNotFound
+from .schema import TABLES, empty
+from .store import Manifest, load_frame, read_manifest
+
+if TYPE_CHECKING:
+    from .index import GraphIndex
+
+StopAt = pl.Expr | Callable[[pl.DataFrame], pl.Series] | None
+MAX_SUGGESTIONS = 3
+
+
+def open_catalog(path: str | Path) -> Catalog:
+    """Open the current generation of the catalog at `path` (a folder such as `.braid`)."""
+    return Catalog(Path(path))
+
+
+class Catalog:
+    """One generation of a catalog: tables as polars frames, lineage by the traversal index.
+
+    The generation is fixed when the catalog is opened: a sync running meanwhile commits a new
+    generation that this object does not see (open the catalog again to read it).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.resolve()
+        self.manifest: Manifest = read_manifest(self.path)
+        self._tables: dict[str, pl.DataFrame] = {}
+
+    @property
+    def generation(self) -> int:
+        return self.manifest.generation
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Source name -> tool, for the sources in this generation."""
+        return {k: v.tool for k, v in self.manifest.sources.items() if not k.startswith("_")}
+
+    def table(self, name: str) -> pl.DataFrame:
+        """A table across all sources: `nodes`, `edges`, `runs`, `params`, `metrics`, `tags`, `registry`."""
+        if name not in TABLES:
+            close = difflib.get_close_matches(name, list(TABLES), n=1)
+            raise KeyError(f"no table {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        if name not in self._tables:
+            frames = [load_frame(self.path, e.tables[name])
+                      for _, e in sorted(self.manifest.sources.items()) if name in e.tables]
+            frame = pl.concat(frames) if frames else empty(name)
+            if name == "nodes":
+                # a commit is one node whichever tools recorded it
+                frame = frame.unique("id", keep="first", maintain_order=True).sort("id")
+            self._tables[name] = frame
+        return self._tables[name]
+
+    @property
+    def nodes(self) -> pl.DataFrame:
+        return self.table("nodes")
+
+    @property
+    def edges(self) -> pl.DataFrame:
+        return self.table("edges")
+
+    @cached_property
+    def index(self) -> GraphIndex:
+        """The adjacency index of this generation, built on first use."""
+        from .index import GraphIndex
+
+        return GraphIndex(self.nodes, self.edges)
+
+    # -- nodes ----------------------------------------------------------------------------
+    def resolve(self, node: str) -> str:
+        """`node` itself when it exists; NodeNotFound with the closest ids otherwise."""
+        ids = self.nodes["id"]
+        if ids.is_empty() or not bool(ids.is_in([node]).any()):
+            raise NodeNotFound(node, self.suggest(node))
+        return node
+
+    def suggest(self, node: str, n: int = MAX_SUGGESTIONS) -> list[str]:
+        """Ids close to `node`: same prefix or containing its tail first, then by similarity."""
+        ids = self.nodes["id"]
+        tail = node.rsplit("/", 1)[-1]
+        prefix = node.split("/", 1)[0]
+        pool = ids.filter(ids.str.contains(tail, literal=True) | ids.str.starts_with(prefix)).head(5000).to_list()
+        if len(pool) < n:
+            pool += ids.head(5000).to_list()
+        return difflib.get_close_matches(node, pool, n=n, cutoff=0.5)
+
+    def node(self, node: str) -> dict[str, Any]:
+        """One node's row as a dict."""
+        self.resolve(node)
+        return self.nodes.filter(pl.col("id") == node).row(0, named=True)
+
+    def neighbours(self, node: str) -> pl.DataFrame:
+        """Every edge touching `node`, with the other end's kind and name."""
+        self.resolve(node)
+        e = self.edges.filter((pl.col("src") == node) | (pl.col("dst") == node))
+        other = pl.when(pl.col("src") == node).then("dst").otherwise("src")
+        return (
+            e.with_columns(direction=pl.when(pl.col("src") == node).then(pl.lit("downstream"))
+                           .otherwise(pl.lit("upstream")), other=other)
+            .join(self.nodes.select(other="id", other_kind="kind", other_name="name"), on="other", how="left")
+            .select("direction", "kind", "other", "other_kind", "other_name", "attrs")
+            .sort("direction", "kind", "other")
+        )
+
+    # -- lineage --------------------------------------------------------------------------
+    def upstream(
+        self, node: str | Sequence[str], *, depth: int | None = None, kinds: Sequence[str] | None = None,
+        tools: Sequence[str] | None = None, stop_at: StopAt = None, as_of: datetime | None = None,
+        same_as: bool = True,
+    ) -> pl.DataFrame:
+        """Everything `node` came from (against the arrows), nearest first."""
+        from .traversal import upstream
+
+        return upstream(self.index, self.nodes, self._starts(node), depth=depth, kinds=kinds, tools=tools,
+                        stop_at=stop_at, as_of=as_of, same_as=same_as)
+
+    def downstream(
+        self, node: str | Sequence[str], *, depth: int | None = None, kinds: Sequence[str] | None = None,
+        tools: Sequence[str] | None = None, stop_at: StopAt = None, as_of: datetime | None = None,
+        same_as: bool = True,
+    ) -> pl.DataFrame:
+        """Everything that came from `node` (with the arrows), nearest first."""
+        from .traversal import downstream
+
+        return downstream(self.index, self.nodes, self._starts(node), depth=depth, kinds=kinds, tools=tools,
+                          stop_at=stop_at, as_of=as_of, same_as=same_as)
+
+    def paths(
+        self, src: str, dst: str, *, depth: int | None = None, same_as: bool = True,
+        as_of: datetime | None = None, limit: int = 100,
+    ) -> pl.DataFrame:
+        """The lineage paths from `src` down to `dst`, shortest first."""
+        from .traversal import paths
+
+        return paths(self.index, self.nodes, self.resolve(src), self.resolve(dst), depth=depth,
+                     same_as=same_as, as_of=as_of, limit=limit)
+
+    def _starts(self, node: str | Sequence[str]) -> list[str]:
+        return [self.resolve(n) for n in ([node] if isinstance(node, str) else node)]
+
+
+__all__ = ["Catalog", "open_catalog"]

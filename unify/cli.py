@@ -1,0 +1,290 @@
+"""The `braid` command line.
+
+Exit codes: 0 success, 2 usage or query error, 1 source or catalog failure. Errors are one or
+two lines on stderr (`braid: error: ...`), never a traceback unless --debug.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+import polars as pl
+
+from .errors import BraidError, UsageError
+from .output import FORMATS, emit
+
+# columns a traversal shows in a table; json/csv/parquet get every column
+TRAVERSAL_COLUMNS = ("depth", "id", "kind", "tool", "name", "version", "via_kind", "via_src")
+EXIT_INTERNAL = 1
+
+
+class BraidGroup(click.Group):
+    """Turns braid's errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BraidError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            _fail(str(exc), exc.hint, exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            _fail("interrupted", None, 130)
+        except Exception as exc:  # a bug: say so in one line, the traceback is behind --debug
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc}", "run again with --debug for the traceback",
+                  EXIT_INTERNAL)
+
+
+def _fail(message: str, hint: str | None, code: int) -> None:
+    click.echo(f"braid: error: {message}", err=True)
+    if hint:
+        click.echo(f"  hint: {hint}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=BraidGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="braid.toml to use (default: ./braid.toml).")
+@click.option("--catalog", "catalog_path", type=click.Path(path_type=Path, file_okay=False),
+              help="Catalog folder (default: the config's `catalog`, or ./.braid).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="braid")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None, catalog_path: Path | None, debug: bool) -> None:
+    """braid: one lineage graph across MLflow, Weights & Biases and DVC.
+
+    \b
+    Start with:   braid init && braid sync
+    Then ask:     braid upstream mlflow:model_version/churn/2 --kinds dataset,code
+                  braid downstream mlflow:dataset/train@1a2b3c4d
+    Try it all:   braid demo
+    """
+    ctx.obj = {"config_path": config_path, "catalog_path": catalog_path, "debug": debug}
+
+
+def _config(ctx: click.Context) -> Any:
+    from .config import find_config, load_config
+
+    return load_config(find_config(ctx.obj["config_path"]))
+
+
+def _catalog(ctx: click.Context) -> Any:
+    from .catalog import open_catalog
+
+    path = ctx.obj["catalog_path"] or _config(ctx).catalog
+    return open_catalog(path)
+
+
+def format_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+                        help="Output format; json is an array of objects.")(f)
+
+
+# -- init / sync ------------------------------------------------------------------------------
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default=".")
+@click.option("--force", is_flag=True, help="Overwrite an existing braid.toml.")
+def init(folder: Path, force: bool) -> None:
+    """Discover the sources in FOLDER and write FOLDER/braid.toml."""
+    from braid.connectors import discover
+
+    from .config import CONFIG_NAME, render_config
+
+    target = folder / CONFIG_NAME
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists", hint="use --force to overwrite it")
+    found = discover(folder)
+    target.write_text(render_config(found), encoding="utf-8")
+    click.echo(f"wrote {target} with {len(found)} source(s)")
+    for src in found:
+        click.echo(f"  {src['name']}: {src['tool']} {src.get('uri', '')}")
+    if not found:
+        click.echo("  no sources found: add [[sources]] entries by hand (see braid sync --help)")
+
+
+@main.command()
+@click.option("--source", "only", multiple=True, help="Sync only this source (repeatable).")
+@click.option("--full", is_flag=True, help="Ignore cursors and read every source from scratch.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@click.pass_context
+def sync(ctx: click.Context, only: tuple[str, ...], full: bool, quiet: bool) -> None:
+    """Read every source in braid.toml into the catalog.
+
+    \b
+    Each source is read incrementally from its cursor; a re-sync with nothing new writes
+    nothing. A source that fails keeps its previous data, and the exit code is 1.
+    braid.toml:
+      [[sources]]
+      tool = "mlflow"
+      uri = "sqlite:///mlflow.db"    # postgresql://, mysql://, or http(s)://server
+    """
+    from .progress import progress_display
+    from .sync import sync as run_sync
+
+    config = _config(ctx)
+    if ctx.obj["catalog_path"]:
+        config = type(config)(config.path, ctx.obj["catalog_path"].resolve(), config.sources)
+    with progress_display(enabled=not quiet) as progress:
+        report = run_sync(config, only=only, full=full, progress=progress)
+    for res in report.sources:
+        if res.error is None:
+            counts = ", ".join(f"{res.rows.get(t, 0)} {t}" for t in ("nodes", "edges", "metrics"))
+            click.echo(f"{res.name} ({res.tool}): {counts} in {res.seconds:.2f}s")
+            for note in res.notes:
+                click.echo(f"  note: {note}")
+    state = f"generation {report.generation}" if report.changed else f"unchanged (generation {report.generation})"
+    click.echo(f"catalog {report.catalog}: {state}, {report.same_as} same_as links")
+    if report.failed:
+        for res in report.failed:
+            err = res.error
+            assert err is not None
+            click.echo(f"braid: error: {err}", err=True)
+            if err.hint:
+                click.echo(f"  hint: {err.hint}", err=True)
+        sys.exit(1)
+
+
+# -- reading the graph ------------------------------------------------------------------------
+def _as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-01-31 or 2026-01-31T12:00Z)") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _stop_at(values: tuple[str, ...]) -> pl.Expr | None:
+    """`--stop-at kind=dataset --stop-at tool=dvc`: stop at nodes matching any of them."""
+    from .schema import TABLES
+
+    exprs = []
+    for item in values:
+        column, sep, wanted = item.partition("=")
+        if not sep or column not in TABLES["nodes"].schema:
+            raise click.BadParameter(f"{item!r}: expected COLUMN=VALUE with a nodes column, e.g. kind=dataset",
+                                     param_hint="--stop-at")
+        exprs.append(pl.col(column).cast(pl.String) == wanted)
+    return functools.reduce(lambda a, b: a | b, exprs) if exprs else None
+
+
+def traversal_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The traversal flags, shared by upstream and downstream."""
+    options = [
+        click.option("--depth", type=click.IntRange(min=1), help="At most this many hops."),
+        click.option("--kinds", help="Only show these node kinds (comma-separated): run, dataset, model, "
+                                     "artifact, model_version, code."),
+        click.option("--tools", help="Only show nodes of these tools (comma-separated): mlflow, wandb, dvc."),
+        click.option("--stop-at", multiple=True, metavar="COLUMN=VALUE",
+                     help="Show but do not go past nodes matching this (repeatable), e.g. kind=dataset."),
+        click.option("--as-of", help="Only what existed at this time (ISO 8601, UTC if no zone)."),
+        click.option("--no-same-as", is_flag=True, help="Do not follow same_as identity links."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return format_option(f)
+
+
+def _traverse(ctx: click.Context, direction: str, node: str, fmt: str, **opts: Any) -> None:
+    cat = _catalog(ctx)
+    result = getattr(cat, direction)(
+        node, depth=opts["depth"], kinds=_csv(opts["kinds"]), tools=_csv(opts["tools"]),
+        stop_at=_stop_at(opts["stop_at"]), as_of=_as_of(opts["as_of"]), same_as=not opts["no_same_as"],
+    )
+    if fmt == "table":
+        result = result.select([c for c in TRAVERSAL_COLUMNS if c in result.columns])
+    emit(result, fmt)  # type: ignore[arg-type]
+
+
+@main.command()
+@click.argument("node")
+@traversal_options
+@click.pass_context
+def upstream(ctx: click.Context, node: str, fmt: str, **opts: Any) -> None:
+    """What NODE came from: datasets, code, runs and models behind it (root cause)."""
+    _traverse(ctx, "upstream", node, fmt, **opts)
+
+
+@main.command()
+@click.argument("node")
+@traversal_options
+@click.pass_context
+def downstream(ctx: click.Context, node: str, fmt: str, **opts: Any) -> None:
+    """What came from NODE: runs, models and registry versions it fed (impact)."""
+    _traverse(ctx, "downstream", node, fmt, **opts)
+
+
+@main.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option("--depth", type=click.IntRange(min=1), help="At most this many hops.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many paths.")
+@click.option("--no-same-as", is_flag=True, help="Do not follow same_as identity links.")
+@format_option
+@click.pass_context
+def paths(ctx: click.Context, src: str, dst: str, depth: int | None, limit: int, no_same_as: bool, fmt: str) -> None:
+    """The lineage paths from SRC down to DST, shortest first."""
+    result = _catalog(ctx).paths(src, dst, depth=depth, same_as=not no_same_as, limit=limit)
+    if fmt == "table":
+        result = result.select([c for c in ("path", "step", "via_kind", "id", "kind", "name") if c in result.columns])
+    emit(result, fmt)  # type: ignore[arg-type]
+
+
+@main.command()
+@click.argument("node")
+@format_option
+@click.pass_context
+def show(ctx: click.Context, node: str, fmt: str) -> None:
+    """Everything braid holds about NODE: attributes, links, tags, params, metrics, registry."""
+    from .show import node_report
+
+    report = node_report(_catalog(ctx), node)
+    if fmt == "table":
+        for title, frame in report.items():
+            if frame.height:
+                click.echo(click.style(title, bold=True))
+                emit(frame, "table")
+                click.echo()
+    elif fmt == "json":
+        import json
+
+        click.echo(json.dumps({k: json.loads(_json(v)) for k, v in report.items()}, indent=1))
+    else:
+        emit(report["node"], fmt)  # type: ignore[arg-type]
+
+
+def _json(frame: pl.DataFrame) -> str:
+    import io
+
+    buf = io.StringIO()
+    emit(frame, "json", out=buf)
+    return buf.getvalue()
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default="braid-demo")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def demo(folder: Path, quiet: bool) -> None:
+    """Build a realistic workspace in FOLDER with the real tools, sync it, and answer a lineage question."""
+    from .demo import run_demo
+
+    run_demo(folder, progress=not quiet)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
