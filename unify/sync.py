@@ -54,7 +54,7 @@ def merge(batch: SourceBatch, previous: SourceEntry | None, root: Path) -> dict[
             raise ValueError(f"partial table {name} without a previous generation")
         run_col = TABLES[name].run_column
         old = load_frame(root, previous.tables[name])
-        kept = old.filter(pl.col(run_col).is_in(alive) & ~pl.col(run_col).is_in(list(batch.rewritten_runs)))
+        kept = old.filter(pl.col(run_col).is_in(alive.implode()) & ~pl.col(run_col).is_in(list(batch.rewritten_runs)))
         tables[name] = canonical(name, pl.concat([kept, batch.tables[name]]))
     return tables
 

@@ -1,0 +1,123 @@
+"""Fixtures that build real tool data once per session.
+
+MLflow stores are written by the real mlflow client (tests/fixtures/write_mlflow_store.py, run
+in its own process inside a real git repository) into sqlite, PostgreSQL and MariaDB.
+PostgreSQL and MariaDB are this machine's servers; with BRAID_REQUIRE_SERVICES=1 (CI) a missing
+server fails the tests that need it instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).parent
+DATA = HERE / "data"
+WRITER = HERE / "fixtures" / "write_mlflow_store.py"
+SHARED_STORES = {v: DATA / "mlflow-stores" / f"mlflow-{v}.db" for v in ("2.9.2", "2.16.2", "2.22.1", "3.17.2")}
+GIT_ENV = {"GIT_AUTHOR_NAME": "braid tests", "GIT_AUTHOR_EMAIL": "tests@example.org",
+           "GIT_COMMITTER_NAME": "braid tests", "GIT_COMMITTER_EMAIL": "tests@example.org"}
+PG_ADMIN = dict(host="127.0.0.1", port=5432, user="postgres", dbname="test")
+MYSQL_ADMIN = dict(host="127.0.0.1", port=3306, user="root", password="", database="test")
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, **GIT_ENV, **(env or {})},
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode:
+        raise AssertionError(f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+@dataclass
+class MlflowStore:
+    """A store written by the real client, with the facts the writer recorded."""
+
+    uri: str
+    workdir: Path
+    facts: dict[str, Any]
+
+
+def write_store(uri: str, workdir: Path) -> MlflowStore:
+    """Run the writer inside a fresh git repository, so mlflow records a real commit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(WRITER, workdir / "train.py")
+    run(["git", "init", "-q", "-b", "main"], workdir)
+    run(["git", "add", "train.py"], workdir)
+    run(["git", "commit", "-q", "-m", "training script"], workdir)
+    out = run([sys.executable, "train.py", uri, str(workdir / "artifacts")], workdir,
+              env={"MLFLOW_TRACKING_URI": "", "PYTHONWARNINGS": "ignore"})
+    return MlflowStore(uri, workdir, json.loads(out.strip().splitlines()[-1]))
+
+
+def service_unavailable(name: str, exc: Exception) -> None:
+    if os.environ.get("BRAID_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{name} is required in CI but unreachable: {exc}")
+    pytest.skip(f"{name} not reachable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> MlflowStore:
+    work = tmp_path_factory.mktemp("mlflow-sqlite")
+    return write_store(f"sqlite:///{work / 'mlflow.db'}", work)
+
+
+@pytest.fixture(scope="session")
+def postgres_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowStore]:
+    import psycopg2
+
+    name = f"braid_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg2.connect(**PG_ADMIN, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        service_unavailable("PostgreSQL", exc)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield write_store(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}", tmp_path_factory.mktemp("mlflow-pg"))
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def mariadb_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowStore]:
+    import pymysql
+
+    name = f"braid_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = pymysql.connect(**MYSQL_ADMIN, connect_timeout=5, autocommit=True)
+    except pymysql.err.OperationalError as exc:
+        service_unavailable("MariaDB", exc)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield write_store(f"mysql+pymysql://root@127.0.0.1:3306/{name}", tmp_path_factory.mktemp("mlflow-maria"))
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.close()
+
+
+@pytest.fixture
+def braid_cli(tmp_path: Path):
+    """Run the installed `braid` console script; returns the CompletedProcess."""
+    exe = Path(sys.executable).parent / "braid"
+
+    def call(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(exe), *args], cwd=cwd or tmp_path, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+
+    return call
