@@ -32,11 +32,6 @@ class Rule:
     where: pl.Expr
 
 
-# URIs that name one place whatever the machine: object stores, web, absolute file paths.
-# A relative path names a file only together with a repo and commit (the DVC connector's rule).
-ABSOLUTE_URI = pl.col("uri").str.contains(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://[^/]|/)")
-
-
 def normalised_uri() -> pl.Expr:
     """Lower-case scheme and host, `file://` dropped, no trailing slash, no credentials."""
     uri = pl.col("uri").str.strip_chars_end("/").str.replace(r"^file://", "").str.replace(r"://[^/@]+@", "://")
@@ -45,6 +40,10 @@ def normalised_uri() -> pl.Expr:
         scheme_host.str.to_lowercase() + uri.str.slice(scheme_host.str.len_chars())
     ).otherwise(uri)
 
+
+# URIs that name one place whatever the machine: object stores, web, absolute file paths.
+# A relative path names a file only together with a repo and commit (the DVC connector's rule).
+ABSOLUTE_URI = normalised_uri().str.contains(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://[^/]|/)")
 
 RULES: tuple[Rule, ...] = (
     # the same bytes: md5 of the content and the size agree

@@ -1,0 +1,44 @@
+"""Identity rules: which nodes are the same thing, and the evidence each link carries."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+from braid.unify.identity import same_as_edges
+from braid.unify.schema import conform
+
+MD5 = "md5:c3c6bc2ae8ece4bd2510dca21225c041"
+
+
+def nodes(*rows: tuple[str, str, str | None, int | None, str | None]) -> pl.DataFrame:
+    return conform("nodes", pl.DataFrame(rows, schema=["id", "kind", "digest", "size", "uri"], orient="row"))
+
+
+def links(frame: pl.DataFrame) -> set[tuple[str, str, str]]:
+    return {(s, d, json.loads(a)["evidence"]) for s, d, a in same_as_edges(frame).select("src", "dst", "attrs").rows()}
+
+
+def test_same_bytes_link_as_a_star() -> None:
+    n = nodes(("c:artifact/3", "artifact", MD5, 12, None), ("a:dataset/1", "dataset", MD5, 12, None),
+              ("b:model/2", "model", MD5, 12, None), ("d:artifact/4", "artifact", MD5, 13, None))
+    assert links(n) == {("a:dataset/1", "b:model/2", "digest"), ("a:dataset/1", "c:artifact/3", "digest")}
+
+
+def test_runs_and_other_hashes() -> None:
+    n = nodes(("a:run/1", "run", MD5, 12, None), ("b:run/2", "run", MD5, 12, None),
+              ("a:dataset/x", "dataset", "mlflow:abcd", None, None), ("b:dataset/y", "dataset", "mlflow:abcd", None, None),
+              ("c:dataset/z", "dataset", "md5:abcd", None, None))
+    assert links(n) == {("a:dataset/x", "b:dataset/y", "digest")}
+
+
+def test_uris_normalised_and_relative_paths_ignored() -> None:
+    n = nodes(("a:dataset/1", "dataset", None, None, "S3://Bucket/data/train.csv"),
+              ("b:dataset/2", "dataset", None, None, "s3://bucket/data/train.csv/"),
+              ("c:dataset/3", "dataset", None, None, "file:///srv/data.csv"),
+              ("d:dataset/4", "dataset", None, None, "/srv/data.csv"),
+              ("e:dataset/5", "dataset", None, None, "train.csv"), ("f:dataset/6", "dataset", None, None, "train.csv"))
+    assert links(n) == {("a:dataset/1", "b:dataset/2", "uri"), ("c:dataset/3", "d:dataset/4", "uri")}
+    attrs = json.loads(same_as_edges(n).filter(pl.col("src") == "a:dataset/1")["attrs"][0])
+    assert attrs == {"evidence": "uri", "uri": "s3://bucket/data/train.csv"}
