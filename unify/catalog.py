@@ -83,7 +83,7 @@ class Catalog:
         """The adjacency index of this generation, built on first use."""
         from .index import GraphIndex
 
-        return GraphIndex(self.nodes, self.edges)
+        return GraphIndex.build(self.nodes, self.edges)
 
     # -- nodes ----------------------------------------------------------------------------
     def resolve(self, node: str) -> str:

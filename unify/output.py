@@ -59,7 +59,9 @@ def _table(frame: pl.DataFrame, out: IO[str]) -> None:
         table.add_column(name, overflow="fold", max_width=CELL_WIDTH)
     for row in plain.iter_rows():
         table.add_row(*("" if v is None else _clip(str(v)) for v in row))
-    Console(file=out, width=max(80, min(200, Console().width)), soft_wrap=False).print(table)
+    # on a terminal, fit its width; in a pipe, never fold a line (ids stay greppable)
+    width = Console().width if out.isatty() else 10_000
+    Console(file=out, width=width, soft_wrap=False).print(table)
     if frame.is_empty():
         out.write("(no rows)\n")
 
