@@ -210,7 +210,13 @@ def conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def canonical(table: str, frame: pl.DataFrame) -> pl.DataFrame:
-    """Conform, drop duplicate keys (first wins) and sort by key: equal content, equal bytes."""
+    """Conform, sort, and keep one row per key: equal content gives equal bytes.
+
+    Rows are sorted by key and then by every other column before duplicates are dropped, so
+    which duplicate survives never depends on the order a tool returned them in.
+    """
     spec = TABLES[table]
-    out = conform(table, frame).unique(subset=list(spec.key), keep="first", maintain_order=True)
-    return out.sort(list(spec.key), nulls_last=True)
+    out = conform(table, frame)
+    rest = [c for c, t in out.schema.items() if c not in spec.key and not isinstance(t, (pl.List, pl.Struct))]
+    out = out.sort([*spec.key, *rest], nulls_last=True)
+    return out.unique(subset=list(spec.key), keep="first", maintain_order=True)

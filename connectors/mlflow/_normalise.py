@@ -216,14 +216,29 @@ def _history_models(raw: RawStore, tags: pl.DataFrame, p: str) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema).unique("id", keep="last", maintain_order=True)
 
 
+# MLflow keeps soft-deleted registry versions in SQL (stage Deleted_Internal, run id and source
+# redacted); its API never shows them, and neither does braid
+DELETED_VERSION_STAGE = "Deleted_Internal"
+# fields MLflow's server leaves out of REST answers when empty, while SQL holds "" or NULL
+EMPTY_MEANS_NULL = ("description", "model_type", "source_run_id", "status_message", "registered_model_description")
+
+
+def _empty_as_null(frame: pl.DataFrame) -> pl.DataFrame:
+    cols = [c for c in EMPTY_MEANS_NULL if c in frame.columns]
+    return frame.with_columns([pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in cols])
+
+
 def _logged_models(raw: RawStore, p: str) -> pl.DataFrame:
     params = raw["logged_model_params"].group_by("model_id").agg(
         params=pl.struct("key", "value").sort_by("key"))
     metrics = raw["logged_model_metrics"].group_by("model_id").agg(
         metrics=pl.struct("key", "value", "step", "timestamp", "run_id", "dataset_name", "dataset_digest")
         .sort_by("key", "timestamp", "step"))
+    # deleted LoggedModels: the API hides them, so braid does too (an output edge that still
+    # names one gets an implicit node either way)
+    live = _empty_as_null(raw["logged_models"].filter(pl.col("lifecycle_stage").fill_null("active") != "deleted"))
     return (
-        raw["logged_models"].join(params, on="model_id", how="left").join(metrics, on="model_id", how="left")
+        live.join(params, on="model_id", how="left").join(metrics, on="model_id", how="left")
         .with_columns(id=p + "model/" + pl.col("model_id"),
                       status=pl.col("status").replace_strict(LOGGED_MODEL_STATUS, default=pl.col("status")))
     )
@@ -294,14 +309,15 @@ def _version_model(source: str | None, run_uuid: str | None, artifact_uri: str |
 
 
 def _model_versions(raw: RawStore, times: pl.DataFrame, p: str) -> dict[str, pl.DataFrame]:
-    mv = raw["model_versions"].join(
+    mv = _empty_as_null(raw["model_versions"].filter(
+        pl.col("current_stage").fill_null("") != DELETED_VERSION_STAGE)).join(
         times.select("run_uuid", "artifact_uri"), left_on="run_id", right_on="run_uuid", how="left")
     model_ids = [_version_model(s, r, a, p) for s, r, a in mv.select("source", "run_id", "artifact_uri").iter_rows()]
     aliases = raw["aliases"].sort("alias").group_by("name", "version").agg(aliases=pl.col("alias"))
     reg_tags = raw["registered_model_tags"].sort("key").group_by("name").agg(
         registered_model_tags=pl.struct("key", "value"))
-    rm = raw["registered_models"].select("name", registered_model_description="description").join(
-        reg_tags, on="name", how="left")
+    rm = _empty_as_null(raw["registered_models"].select(
+        "name", registered_model_description="description")).join(reg_tags, on="name", how="left")
     mv = (
         mv.with_columns(model=pl.Series(model_ids, dtype=pl.String), id=p + "model_version/" + pl.col("name") + "/" + pl.col("version"),
                         stage=pl.when(pl.col("current_stage").is_in(["None", ""]).not_()).then("current_stage"))
