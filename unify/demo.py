@@ -129,8 +129,8 @@ def run_demo(folder: Path, *, progress: bool = True) -> None:
     version = "mlflow:model_version/churn/2"
     click.echo(f"$ braid upstream {version} --kinds run,dataset,code,model")
     emit(cat.upstream(version, kinds=["run", "dataset", "code", "model"])
-         .select("depth", "id", "kind", "name", "via_kind"), "table")
+         .select("depth", "kind", "name", "id", "via_kind"), "table")
     dataset = cat.nodes.filter((cat.nodes["kind"] == "dataset") & (cat.nodes["name"] == "train"))["id"][0]
     click.echo(f"\n$ braid downstream {dataset} --kinds model_version")
-    emit(cat.downstream(dataset, kinds=["model_version"]).select("depth", "id", "name", "version"), "table")
+    emit(cat.downstream(dataset, kinds=["model_version"]).select("depth", "name", "version", "id"), "table")
     click.echo(f"\nexplore: cd {folder} && braid show {version}")
