@@ -1,0 +1,525 @@
+"""Lineage traversal over a GraphIndex: `upstream`, `downstream` and `paths`.
+
+Traversal is a level-synchronous breadth-first search, vectorised per level with numpy: the
+whole frontier's neighbours are gathered at once from the CSR arrays, a visited mask drops
+what was seen, and the first edge to reach a node is kept as the one that reached it.
+`same_as` links are identity, not lineage: they are followed both ways at no cost in depth.
+
+>>> import polars as pl
+>>> from braid.unify.index import GraphIndex
+>>> nodes = pl.DataFrame({
+...     "id": ["dvc:dataset/raw", "mlflow:dataset/raw", "mlflow:model/m", "mlflow:run/r"],
+...     "kind": ["dataset", "dataset", "model", "run"],
+...     "tool": ["dvc", "mlflow", "mlflow", "mlflow"],
+... })
+>>> edges = pl.DataFrame({
+...     "src": ["mlflow:dataset/raw", "mlflow:run/r", "dvc:dataset/raw"],
+...     "dst": ["mlflow:run/r", "mlflow:model/m", "mlflow:dataset/raw"],
+...     "kind": ["input", "output", "same_as"],
+... })
+>>> index = GraphIndex.build(nodes, edges)
+>>> upstream(index, nodes, ["mlflow:model/m"], kinds=["dataset"]).select("id", "depth", "via_kind")
+shape: (2, 3)
+┌────────────────────┬───────┬──────────┐
+│ id                 ┆ depth ┆ via_kind │
+│ ---                ┆ ---   ┆ ---      │
+│ str                ┆ i64   ┆ str      │
+╞════════════════════╪═══════╪══════════╡
+│ dvc:dataset/raw    ┆ 2     ┆ same_as  │
+│ mlflow:dataset/raw ┆ 2     ┆ input    │
+└────────────────────┴───────┴──────────┘
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import polars as pl
+
+from .index import epoch_us
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from .index import Csr, GraphIndex
+
+__all__ = ["Reach", "downstream", "paths", "reach", "upstream"]
+
+Direction = Literal["upstream", "downstream"]
+StopAt = Callable[[pl.DataFrame], pl.Series] | pl.Expr
+
+# Below this many candidates a level is deduplicated with np.unique (a tiny sort); above it,
+# with a scatter into a per-traversal scratch array, which is linear. A level with more than
+# 1/_MASK_SHARE as many candidates as there are nodes is put in id order by scanning a mask
+# rather than by sorting.
+_SMALL_LEVEL = 2048
+_MASK_SHARE = 32
+# Results of more rows than this, from an index whose ids are not in order, are ordered with
+# the index's id ranks (computed once) rather than by a string sort of their own.
+_RANK_ROWS = 20_000
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Nodes reached by a traversal: dense ids, hop depth and the edge row that reached each.
+
+    Rows are in depth order; within a depth, in id order when the index's ids are sorted.
+    """
+
+    node: np.ndarray
+    depth: np.ndarray
+    via: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.node.size)
+
+
+@dataclass
+class _Search:
+    """The state of one breadth-first search: what is visited, what exists, what stops."""
+
+    index: GraphIndex
+    stop: np.ndarray | None
+    as_of: int | None
+    visited: np.ndarray
+    scratch: np.ndarray | None = None  # first entry per node, for big levels
+    mark: np.ndarray | None = None  # a level's nodes, for the biggest levels
+
+    def admit(self, nbr: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The unvisited, existing neighbours once each, in id order, now visited.
+
+        Where several entries reach a node, the first wins: the frontier is in id order and
+        each node's entries in edge row order, so the winner does not depend on timing.
+        """
+        keep = ~self.visited[nbr]
+        if self.as_of is not None:
+            keep &= self.index.node_created[nbr] <= self.as_of
+            keep &= self.index.edge_created[edge] <= self.as_of
+        nbr, edge = nbr[keep], edge[keep]
+        if nbr.size > _SMALL_LEVEL:
+            nbr, edge = self._unique_large(nbr, edge)
+        elif nbr.size > 1:
+            nbr, first = np.unique(nbr, return_index=True)
+            edge = edge[first]
+        self.visited[nbr] = True
+        return nbr, edge
+
+    def _unique_large(self, nbr: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # Linear, where np.unique would sort every candidate: scatter positions back to
+        # front so each node's slot holds its first entry (numpy writes repeated indices in
+        # order; were it not to, some entry of the node would still win, just another one).
+        n = self.visited.size
+        if self.scratch is None:
+            self.scratch = np.empty(n, np.int64)  # pages are touched only where written
+        positions = np.arange(nbr.size, dtype=np.int64)
+        self.scratch[nbr[::-1]] = positions[::-1]
+        if nbr.size * _MASK_SHARE >= n:
+            if self.mark is None:
+                self.mark = np.zeros(n, np.bool_)
+            self.mark[nbr] = True
+            found = np.flatnonzero(self.mark)
+            self.mark[found] = False
+            return found, edge[self.scratch[found]]
+        first = np.flatnonzero(self.scratch[nbr] == positions)
+        nbr, edge = nbr[first], edge[first]
+        order = np.argsort(nbr)
+        return nbr[order], edge[order]
+
+    def expandable(self, found: np.ndarray) -> np.ndarray:
+        """The found nodes the search goes on from: all but `stop_at` matches."""
+        return found if self.stop is None else found[~self.stop[found]]
+
+    def identities(self, seeds: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Everything linked to `seeds` by chains of same_as edges (not the seeds themselves)."""
+        found: list[np.ndarray] = []
+        vias: list[np.ndarray] = []
+        frontier = self.expandable(seeds)
+        frontier = frontier[self.index.has_same_as[frontier]]  # most nodes have no twin
+        while frontier.size:
+            nbr, edge = self.index.same_as.gather(frontier)
+            if nbr.size == 0:
+                break
+            nodes, via = self.admit(nbr, edge)
+            found.append(nodes)
+            vias.append(via)
+            frontier = self.expandable(nodes)
+            frontier = frontier[self.index.has_same_as[frontier]]
+        return found, vias
+
+
+def reach(
+    index: GraphIndex,
+    start: np.ndarray,
+    *,
+    direction: Direction,
+    depth: int | None = None,
+    stop: np.ndarray | None = None,
+    as_of: int | None = None,
+    same_as: bool = True,
+) -> Reach:
+    """Breadth-first closure from dense `start` ids: the engine behind upstream/downstream.
+
+    `stop` is a boolean mask over nodes (found, not expanded); `as_of` is epoch µs.
+
+    >>> import polars as pl
+    >>> from braid.unify.index import GraphIndex
+    >>> nodes = pl.DataFrame({"id": ["a", "b", "c"], "kind": ["dataset", "run", "model"]})
+    >>> edges = pl.DataFrame({"src": ["a", "b"], "dst": ["b", "c"], "kind": ["input", "output"]})
+    >>> found = reach(GraphIndex.build(nodes, edges), np.array([0]), direction="downstream")
+    >>> found.node.tolist(), found.depth.tolist(), found.via.tolist()
+    ([1, 2], [1, 2], [0, 1])
+    """
+    csr = index.forward if direction == "downstream" else index.backward
+    search = _Search(index, stop, as_of, np.zeros(index.n_nodes, np.bool_))
+    start = np.unique(np.asarray(start, np.int64))
+    start = start[(start >= 0) & (start < index.n_nodes)]
+    if as_of is not None:
+        start = start[index.node_created[start] <= as_of]
+    search.visited[start] = True
+    found, vias = search.identities(start) if same_as else ([], [])
+    levels = [(0, found, vias)]
+    frontier = _frontier([start, *(search.expandable(f) for f in found)])
+    level = 0
+    while frontier.size and (depth is None or level < depth):
+        level += 1
+        nodes, via = search.admit(*csr.gather(frontier))
+        found, vias = search.identities(nodes) if same_as else ([], [])
+        levels.append((level, [nodes, *found], [via, *vias]))
+        frontier = _frontier([search.expandable(f) for f in (nodes, *found)])
+    return _ordered(levels)
+
+
+def _frontier(chunks: list[np.ndarray]) -> np.ndarray:
+    """One id-ordered frontier from id-ordered chunks (usually just one)."""
+    present = [c for c in chunks if c.size]
+    if len(present) <= 1:
+        return present[0] if present else np.zeros(0, np.int64)
+    return np.sort(np.concatenate(present))
+
+
+def _ordered(levels: list[tuple[int, list[np.ndarray], list[np.ndarray]]]) -> Reach:
+    """Concatenate the levels, each in dense id order (id order for a canonical catalog)."""
+    nodes, depths, vias = [], [], []
+    for level, found, via in levels:
+        chunks = [i for i, f in enumerate(found) if f.size]
+        if not chunks:
+            continue
+        chunk = np.concatenate([found[i] for i in chunks])
+        edge = np.concatenate([via[i] for i in chunks])
+        if len(chunks) > 1:  # each chunk is sorted; the level as a whole is not
+            order = np.argsort(chunk, kind="stable")
+            chunk, edge = chunk[order], edge[order]
+        nodes.append(chunk)
+        vias.append(edge)
+        depths.append(np.full(chunk.size, level, np.int64))
+    if not nodes:
+        empty = np.zeros(0, np.int64)
+        return Reach(empty, empty.copy(), empty.copy())
+    return Reach(
+        np.concatenate(nodes).astype(np.int64, copy=False),
+        np.concatenate(depths),
+        np.concatenate(vias).astype(np.int64, copy=False),
+    )
+
+
+def upstream(
+    index: GraphIndex,
+    nodes: pl.DataFrame,
+    start_ids: str | Sequence[str],
+    *,
+    depth: int | None = None,
+    kinds: Sequence[str] | None = None,
+    tools: Sequence[str] | None = None,
+    stop_at: StopAt | None = None,
+    as_of: datetime | None = None,
+    same_as: bool = True,
+) -> pl.DataFrame:
+    """Everything `start_ids` came from: against the arrows, through same_as both ways.
+
+    Returns the node columns plus `depth` (lineage hops; same_as hops are free), and the edge
+    that first reached each node (`via_src`, `via_dst`, `via_kind`), sorted by depth then id.
+    `kinds` and `tools` filter the rows returned, not the walk; `stop_at` nodes are returned
+    but not walked through; `as_of` keeps only nodes and edges created by then (or undated).
+    `nodes` is the frame the index was built from: rows are gathered by dense id. Unknown
+    start ids are skipped (the Catalog reports them first). See the module docstring.
+    """
+    return _traverse(
+        index, nodes, start_ids, "upstream", depth=depth, kinds=kinds, tools=tools,
+        stop_at=stop_at, as_of=as_of, same_as=same_as,
+    )
+
+
+def downstream(
+    index: GraphIndex,
+    nodes: pl.DataFrame,
+    start_ids: str | Sequence[str],
+    *,
+    depth: int | None = None,
+    kinds: Sequence[str] | None = None,
+    tools: Sequence[str] | None = None,
+    stop_at: StopAt | None = None,
+    as_of: datetime | None = None,
+    same_as: bool = True,
+) -> pl.DataFrame:
+    """Everything that came from `start_ids`: with the arrows, through same_as both ways.
+
+    The mirror of `upstream`, with the same options and result columns.
+
+    >>> import polars as pl
+    >>> from braid.unify.index import GraphIndex
+    >>> nodes = pl.DataFrame({"id": ["a", "b", "c"], "kind": ["dataset", "run", "model"]})
+    >>> edges = pl.DataFrame({"src": ["a", "b"], "dst": ["b", "c"], "kind": ["input", "output"]})
+    >>> index = GraphIndex.build(nodes, edges)
+    >>> downstream(index, nodes, "a", depth=1).select("id", "depth", "via_src", "via_kind").rows()
+    [('b', 1, 'a', 'input')]
+    """
+    return _traverse(
+        index, nodes, start_ids, "downstream", depth=depth, kinds=kinds, tools=tools,
+        stop_at=stop_at, as_of=as_of, same_as=same_as,
+    )
+
+
+def _traverse(
+    index: GraphIndex,
+    nodes: pl.DataFrame,
+    start_ids: str | Sequence[str],
+    direction: Direction,
+    *,
+    depth: int | None,
+    kinds: Sequence[str] | None,
+    tools: Sequence[str] | None,
+    stop_at: StopAt | None,
+    as_of: datetime | None,
+    same_as: bool,
+) -> pl.DataFrame:
+    start = index.lookup([start_ids] if isinstance(start_ids, str) else list(start_ids))
+    found = reach(
+        index,
+        start,
+        direction=direction,
+        depth=depth,
+        stop=_stop_mask(nodes, stop_at),
+        as_of=None if as_of is None else epoch_us(as_of),
+        same_as=same_as,
+    )
+    return _reach_frame(index, nodes, _filtered(index, found, kinds=kinds, tools=tools))
+
+
+def _stop_mask(nodes: pl.DataFrame, stop_at: StopAt | None) -> np.ndarray | None:
+    """`stop_at` evaluated once over all nodes, as a boolean mask (null -> False)."""
+    if stop_at is None:
+        return None
+    mask = nodes.select(stop_at).to_series() if isinstance(stop_at, pl.Expr) else stop_at(nodes)
+    if mask.len() != nodes.height:
+        raise ValueError(f"stop_at gave {mask.len()} values for {nodes.height} nodes")
+    return mask.cast(pl.Boolean).fill_null(False).to_numpy()
+
+
+def _filtered(
+    index: GraphIndex, found: Reach, *, kinds: Sequence[str] | None, tools: Sequence[str] | None
+) -> Reach:
+    """Only the reached rows whose node kind and tool are wanted."""
+    keep = np.ones(len(found), np.bool_)
+    if kinds is not None:
+        keep &= np.isin(index.node_kind[found.node], index.kind_codes(kinds))
+    if tools is not None:
+        keep &= np.isin(index.node_tool[found.node], index.tool_codes(tools))
+    if keep.all():
+        return found
+    return Reach(found.node[keep], found.depth[keep], found.via[keep])
+
+
+def _reach_frame(index: GraphIndex, nodes: pl.DataFrame, found: Reach) -> pl.DataFrame:
+    """Node rows gathered by dense id, plus depth and the reaching edge; by depth then id."""
+    found = _id_ordered(index, found)
+    # One select, so polars runs the gathers side by side and Python calls it once.
+    return nodes.select(
+        pl.all().gather(found.node),
+        pl.lit(pl.Series("depth", found.depth, dtype=pl.Int64)),
+        pl.col("id").gather(index.edge_src[found.via]).alias("via_src"),
+        pl.col("id").gather(index.edge_dst[found.via]).alias("via_dst"),
+        pl.lit(index.edge_kind_names(found.via)),
+    )
+
+
+def _id_ordered(index: GraphIndex, found: Reach) -> Reach:
+    """Rows by depth then id. Dense order is id order in a canonical catalog: nothing to do."""
+    if index.ids_sorted or len(found) < 2:
+        return found
+    if len(found) > _RANK_ROWS or index.ranked:
+        key = (found.depth << 32) | index.id_rank[found.node]
+        order = np.argsort(key)
+    else:
+        keys = pl.DataFrame({"depth": found.depth, "id": index.ids.gather(found.node)})
+        order = keys.with_row_index("row").sort("depth", "id").get_column("row").to_numpy()
+    return Reach(found.node[order], found.depth[order], found.via[order])
+
+
+def paths(
+    index: GraphIndex,
+    nodes: pl.DataFrame,
+    src_id: str,
+    dst_id: str,
+    *,
+    depth: int | None = None,
+    same_as: bool = True,
+    as_of: datetime | None = None,
+    limit: int = 100,
+) -> pl.DataFrame:
+    """The simple paths from `src_id` down to `dst_id`, at most `limit`, shortest first.
+
+    Edges are followed downstream and same_as links both ways. "Shortest" counts lineage hops
+    (same_as hops are free, as in `depth`), then steps. Paths are enumerated only inside the
+    nodes that are both downstream of src and upstream of dst, found by two searches first.
+    Rows: `path` (0-based), `step` (0 = src), the node columns and `via_kind` (the kind of the
+    edge that led to this step, null at step 0).
+
+    >>> import polars as pl
+    >>> from braid.unify.index import GraphIndex
+    >>> nodes = pl.DataFrame({"id": ["a", "b", "c"], "kind": ["dataset", "run", "model"]})
+    >>> edges = pl.DataFrame({"src": ["a", "b", "a"], "dst": ["b", "c", "c"], "kind": ["input", "output", "input"]})
+    >>> index = GraphIndex.build(nodes, edges)
+    >>> paths(index, nodes, "a", "c").select("path", "step", "id", "via_kind").rows()
+    [(0, 0, 'a', None), (0, 1, 'c', 'input'), (1, 0, 'a', None), (1, 1, 'b', 'input'), (1, 2, 'c', 'output')]
+    """
+    src, dst = (int(i) for i in index.lookup([src_id, dst_id]))
+    found: list[list[tuple[int, int]]] = []
+    if src >= 0 and dst >= 0 and limit > 0:
+        moment = None if as_of is None else epoch_us(as_of)
+        graph = _Between.build(index, src, dst, depth=depth, same_as=same_as, as_of=moment)
+        if graph is not None:
+            found = graph.shortest_paths(limit=limit, depth=depth)
+    return _paths_frame(index, nodes, found)
+
+
+@dataclass
+class _Between:
+    """The subgraph between src and dst: distances to dst, and moves built as the search goes."""
+
+    index: GraphIndex
+    src: int
+    dst: int
+    to_dst: dict[int, int]  # lineage hops left to dst: a lower bound that prunes the search
+    same_as: bool
+    as_of: int | None
+    _moves: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, index: GraphIndex, src: int, dst: int, *, depth: int | None, same_as: bool,
+        as_of: int | None,
+    ) -> _Between | None:
+        """None when no path can exist (dst is not downstream of src within `depth`)."""
+        options = {"depth": depth, "as_of": as_of, "same_as": same_as}
+        down = reach(index, np.array([src]), direction="downstream", **options)
+        up = reach(index, np.array([dst]), direction="upstream", **options)
+        down_node, down_depth = np.append(src, down.node), np.append(0, down.depth)
+        up_node, up_depth = np.append(dst, up.node), np.append(0, up.depth)
+        inside, at_down, at_up = np.intersect1d(down_node, up_node, assume_unique=True, return_indices=True)
+        hops_left = up_depth[at_up]
+        if depth is not None:
+            short = down_depth[at_down] + hops_left <= depth
+            inside, hops_left = inside[short], hops_left[short]
+        to_dst = dict(zip(inside.tolist(), hops_left.tolist()))
+        if src not in to_dst or dst not in to_dst:
+            return None
+        return cls(index, src, dst, to_dst, same_as, as_of)
+
+    def moves(self, node: int) -> list[tuple[int, int, int]]:
+        """(next node, edge row, cost) out of `node` inside the subgraph, built once."""
+        if node not in self._moves:
+            self._moves[node] = _steps(
+                self.index, node, self.to_dst, same_as=self.same_as, as_of=self.as_of
+            )
+        return self._moves[node]
+
+    def order_key(self, path: list[tuple[int, int]]) -> tuple[int, list[str]]:
+        """Paths of one hop count: fewer steps first, then by their ids."""
+        return len(path), [self.index.ids[node] for node, _ in path]
+
+    def shortest_paths(self, *, limit: int, depth: int | None) -> list[list[tuple[int, int]]]:
+        """Up to `limit` simple paths by lineage hops then steps: deepening on the hop bound."""
+        if self.src == self.dst:
+            return [[(self.src, -1)]]
+        found: list[list[tuple[int, int]]] = []
+        bound = self.to_dst[self.src]
+        while len(found) < limit and (depth is None or bound <= depth):
+            batch, cut = self._paths_of_cost(bound, limit - len(found))
+            batch.sort(key=self.order_key)
+            found += batch
+            if not cut:  # nothing was cut by the bound: every simple path has been seen
+                break
+            bound += 1
+        return found
+
+    def _paths_of_cost(self, bound: int, room: int) -> tuple[list[list[tuple[int, int]]], bool]:
+        """Simple paths of exactly `bound` lineage hops (at most `room`), and whether the
+        bound cut any branch (so longer paths may exist)."""
+        batch: list[list[tuple[int, int]]] = []
+        cut = False
+        path: list[tuple[int, int]] = [(self.src, -1)]
+        on_path = {self.src}
+        costs = [0]
+        stack: list[Iterator[tuple[int, int, int]]] = [iter(self.moves(self.src))]
+        while stack and len(batch) < room:
+            step = next(stack[-1], None)
+            if step is None:
+                stack.pop()
+                on_path.discard(path.pop()[0])
+                costs.pop()
+                continue
+            node, edge, cost = step
+            if node in on_path:
+                continue
+            spent = costs[-1] + cost
+            if spent + self.to_dst[node] > bound:
+                cut = True
+                continue
+            if node == self.dst:
+                if spent == bound:
+                    batch.append([*path, (node, edge)])
+                continue
+            path.append((node, edge))
+            on_path.add(node)
+            costs.append(spent)
+            stack.append(iter(self.moves(node)))
+        return batch, cut
+
+
+def _steps(
+    index: GraphIndex, node: int, inside: dict[int, int], *, same_as: bool, as_of: int | None
+) -> list[tuple[int, int, int]]:
+    """The moves out of `node` inside the subgraph: same_as (cost 0) first, then lineage
+    (cost 1); one move per neighbour, the cheapest and then lowest edge row."""
+    moves: list[tuple[int, int, int]] = []
+    seen: set[int] = set()
+    sources: list[tuple[Csr, int]] = [(index.forward, 1)]
+    if same_as:
+        sources.insert(0, (index.same_as, 0))
+    for csr, cost in sources:
+        for nbr, edge in zip(csr.neighbours(node).tolist(), csr.edges_of(node).tolist()):
+            if nbr in seen or nbr not in inside:
+                continue
+            if as_of is not None and index.edge_created[edge] > as_of:
+                continue
+            seen.add(nbr)
+            moves.append((nbr, edge, cost))
+    return moves
+
+
+def _paths_frame(
+    index: GraphIndex, nodes: pl.DataFrame, found: list[list[tuple[int, int]]]
+) -> pl.DataFrame:
+    """One row per step of each path: path, step, the node columns and via_kind."""
+    steps = [(p, s, node, edge) for p, path in enumerate(found) for s, (node, edge) in enumerate(path)]
+    path_no, step_no, node, edge = (list(col) for col in zip(*steps)) if steps else ([], [], [], [])
+    return nodes[np.array(node, np.int64)].select(
+        pl.Series("path", path_no, dtype=pl.Int64),
+        pl.Series("step", step_no, dtype=pl.Int64),
+        pl.all(),
+        index.edge_kind_names(np.array(edge, np.int64)),
+    )
