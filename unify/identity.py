@@ -5,9 +5,9 @@ evidence it records. A group of n equal nodes becomes n-1 links to its smallest 
 never n^2 pairs. Runs at the same commit need no rule: every tool's run links to the one shared
 `git:<sha>` node.
 
->>> nodes = pl.DataFrame({"id": ["a:artifact/1", "b:artifact/2"], "kind": ["artifact"] * 2,
-...     "digest": ["md5:c3c6bc2ae8ece4bd2510dca21225c041"] * 2, "size": [12, 12], "uri": [None, None],
-...     "created_at": [None, None]}, schema_overrides={"created_at": pl.Datetime("us", "UTC")})
+>>> from braid.unify.schema import conform
+>>> nodes = conform("nodes", pl.DataFrame({"id": ["a:artifact/1", "b:artifact/2"],
+...     "kind": ["artifact"] * 2, "digest": ["md5:c3c6bc2ae8ece4bd2510dca21225c041"] * 2, "size": [12, 12]}))
 >>> same_as_edges(nodes).select("src", "dst", "kind").rows()
 [('a:artifact/1', 'b:artifact/2', 'same_as')]
 """
