@@ -16,6 +16,10 @@ import polars as pl
 
 from .schema import TABLES, canonical, empty
 
+# columns that may hold a URL; `user:secret@` is removed before anything reaches the catalog
+URL_COLUMNS: dict[str, tuple[str, ...]] = {"nodes": ("uri",), "runs": ("git_remote",)}
+CREDENTIALS_RE = r"://[^/@\s]+@"
+
 # (step, done, total): a connector reports progress; total is None when unknown
 Progress = Callable[[str, int, int | None], None]
 
@@ -68,7 +72,9 @@ class SourceBatch:
             raise ValueError(f"unknown tables {sorted(unknown)}")
         for name in TABLES:
             frame = self.tables.get(name)
-            self.tables[name] = empty(name) if frame is None else canonical(name, frame)
+            frame = empty(name) if frame is None else canonical(name, frame)
+            self.tables[name] = frame.with_columns(
+                [pl.col(c).str.replace(CREDENTIALS_RE, "://") for c in URL_COLUMNS.get(name, ())])
 
 
 class Connector(Protocol):

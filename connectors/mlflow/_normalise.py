@@ -27,17 +27,11 @@ SYSTEM_TAGS = (GIT_COMMIT, GIT_BRANCH, GIT_REMOTE, PARENT, USER, RUN_NAME, MODEL
                SOURCE_TYPE, ENTRY_POINT)
 # keys in a dataset source's JSON that name where its data lives, in order of preference
 DATASET_URI_KEYS = ("uri", "url", "path", "table_name", "dataset_name")
-CREDENTIALS_RE = r"://[^/@\s]+@"
 
 
 def ms(column: str) -> pl.Expr:
     """MLflow epoch milliseconds as a UTC timestamp."""
     return pl.from_epoch(pl.col(column), time_unit="ms").dt.replace_time_zone("UTC").cast(pl.Datetime("us", "UTC"))
-
-
-def strip_credentials(column: str) -> pl.Expr:
-    """A URL column without `user:token@`: secrets never enter the catalog."""
-    return pl.col(column).str.replace(CREDENTIALS_RE, "://")
 
 
 def normalise(raw: RawStore, source: str) -> dict[str, pl.DataFrame]:
@@ -140,7 +134,7 @@ def _runs(raw: RawStore, tags: pl.DataFrame, p: str) -> dict[str, pl.DataFrame]:
         started_at="started_at", ended_at="ended_at",
         duration=(pl.col("end_time") - pl.col("start_time")) / 1000.0,
         user="run_user", git_commit="commit", git_branch=GIT_BRANCH,
-        git_remote=strip_credentials(GIT_REMOTE), host=pl.lit(None, pl.String),
+        git_remote=GIT_REMOTE, host=pl.lit(None, pl.String),
         environment=pl.struct(
             source_name=pl.col(SOURCE_NAME), source_type=pl.col(SOURCE_TYPE), entry_point=pl.col(ENTRY_POINT),
         ).struct.json_encode(),
@@ -158,7 +152,6 @@ def _code(runs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     nodes = at.group_by("git_commit").agg(pl.col("git_remote").drop_nulls().first()).select(
         id="git:" + pl.col("git_commit"), kind=pl.lit("code"), tool=pl.lit(None, pl.String),
         name=pl.col("git_commit").str.slice(0, 12), uri="git_remote",
-        attrs=pl.struct(commit="git_commit", remote="git_remote").struct.json_encode(),
     )
     edges = at.select(src="git:" + pl.col("git_commit"), dst="id", kind=pl.lit("code"), created_at="started_at")
     return nodes, edges

@@ -42,3 +42,14 @@ def test_uris_normalised_and_relative_paths_ignored() -> None:
     assert links(n) == {("a:dataset/1", "b:dataset/2", "uri"), ("c:dataset/3", "d:dataset/4", "uri")}
     attrs = json.loads(same_as_edges(n).filter(pl.col("src") == "a:dataset/1")["attrs"][0])
     assert attrs == {"evidence": "uri", "uri": "s3://bucket/data/train.csv"}
+
+
+def test_credentials_in_urls_never_reach_the_catalog() -> None:
+    from braid.unify.source import SourceBatch
+
+    batch = SourceBatch(tables={
+        "nodes": pl.DataFrame({"id": ["git:" + "a" * 40], "kind": ["code"], "uri": ["https://bot:ghp_s3cret@github.com/t/r.git"]}),
+        "runs": pl.DataFrame({"id": ["m:run/1"], "git_remote": ["https://bot:ghp_s3cret@github.com/t/r.git"]}),
+    })
+    assert batch.tables["nodes"]["uri"].to_list() == ["https://github.com/t/r.git"]
+    assert batch.tables["runs"]["git_remote"].to_list() == ["https://github.com/t/r.git"]
