@@ -8,7 +8,7 @@ read-only transactions, MySQL sessions are set READ ONLY. braid never writes, no
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ TABLE_MAP: dict[str, tuple[str, dict[str, str]]] = {
 
 # tables whose absence means the store is not MLflow's at all
 REQUIRED_TABLES = ("alembic_version", "experiments", "runs", "params", "tags", "metrics")
+FETCH_BATCH = 100_000  # rows fetched and turned into a frame at a time
 METRIC_CHUNK = 500  # run ids per IN (...) when reading the history of some runs
 
 
@@ -133,15 +134,27 @@ class SqlStore:
         return str(version)
 
     # -- reading --------------------------------------------------------------------------
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _batches(self, sql: str, params: Sequence[Any] = ()) -> Iterator[list[tuple[Any, ...]]]:
+        """A query's rows, FETCH_BATCH at a time; driver errors become one readable SourceError."""
         cur = self.con.cursor()
         try:
             cur.execute(sql, params) if params else cur.execute(sql)
-            return list(cur.fetchall())
+            while rows := cur.fetchmany(FETCH_BATCH):
+                yield list(rows)
         except Exception as exc:  # every driver has its own error tree
             raise SourceError(self.source, f"reading {_redact(self.uri)} failed: {_one_line(exc)}") from exc
         finally:
             cur.close()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [row for batch in self._batches(sql, params) for row in batch]
+
+    def _frame(self, sql: str, params: Sequence[Any], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+        """A query's rows as a typed frame (no inference pass), built a batch at a time so that
+        millions of metric points never sit in memory as Python tuples all at once."""
+        parts = [pl.DataFrame(rows, schema=schema, orient="row", strict=False)
+                 for rows in self._batches(sql, params)]
+        return pl.concat(parts, rechunk=True) if parts else pl.DataFrame(schema=schema)
 
     def _select(self, raw: str, where: str = "", params: Sequence[Any] = ()) -> pl.DataFrame:
         table, mapping = TABLE_MAP[raw]
@@ -153,9 +166,7 @@ class SqlStore:
             return pl.DataFrame(schema=schema)
         # MySQL sessions run with ANSI_QUOTES, so double quotes work on every backend
         exprs = [f'"{col}"' if col in have else "NULL" for col in mapping.values()]
-        rows = self._rows(f"SELECT {', '.join(exprs)} FROM {table} {where}", params)
-        # typed construction: no inference pass over millions of rows
-        frame = pl.DataFrame(rows, schema=schema, orient="row", strict=False)
+        frame = self._frame(f"SELECT {', '.join(exprs)} FROM {table} {where}", params, schema)
         if "is_nan" in frame.columns:
             # MLflow stores NaN as value 0 with is_nan set
             frame = frame.with_columns(
