@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +68,57 @@ def service_unavailable(name: str, exc: Exception) -> None:
     if os.environ.get("BRAID_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{name} is required in CI but unreachable: {exc}")
     pytest.skip(f"{name} not reachable: {exc}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(f"{url}/health", timeout=1).ok
+    except requests.ConnectionError:
+        return False
+
+
+@contextmanager
+def mlflow_server(backend_uri: str, workdir: Path, *, timeout: float = 90.0) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 over `backend_uri`; yields its URL once /health answers.
+
+    One worker and no job execution make it start in seconds; artifacts are not proxied, so
+    artifact URIs stay the local paths the client wrote.
+    """
+    port = free_port()
+    url, log = f"http://127.0.0.1:{port}", workdir / f"server-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    with log.open("wb") as out:
+        # its own process group: `mlflow server` runs uvicorn as a child, stopped with it
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", backend_uri,
+             "--default-artifact-root", str(workdir / "artifacts"), "--no-serve-artifacts"],
+            cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not _healthy(url):
+            if proc.poll() is not None:
+                raise AssertionError(f"mlflow server exited:\n{log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"mlflow server did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,7 @@
 
 One server per session (`--workers 1`, job execution off: it answers in ~5 s), on a sqlite
 store in a temporary folder with local artifact roots (`--no-serve-artifacts`). `write_fixture`
-fills it through the server with the real mlflow client, in its own process, while the server
-starts. Every test reads that store through the server and, where it compares, through its
+fills it through the server with the real mlflow client, in its own process. Every test reads that store through the server and, where it compares, through its
 database file directly, as `braid` would with either URI.
 """
 
@@ -13,8 +12,6 @@ import base64
 import json
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +34,7 @@ from braid.connectors.mlflow._rest import BULK_POINTS, RestStore
 from braid.connectors.mlflow._sql import SqlStore
 from braid.unify.errors import SourceAuthError, SourceError, SourceUnreachable
 from braid.unify.source import SourceBatch, SourceSpec, no_progress
+from tests.conftest import free_port, mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -59,30 +57,6 @@ class Server:
     facts: dict[str, Any]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/health", timeout=1).ok
-    except requests.ConnectionError:
-        return False
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"mlflow server exited:\n{log.read_text()[-3000:]}")
-        if _healthy(url):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"mlflow server did not answer /health in {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 def write_fixture(url: str, workdir: Path) -> dict[str, Any]:
     """Write the store through the server with the real client; returns the ids it made.
 
@@ -100,9 +74,6 @@ def write_fixture(url: str, workdir: Path) -> dict[str, Any]:
         def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
             return model_input
 
-    deadline = time.monotonic() + 60
-    while not _healthy(url) and time.monotonic() < deadline:
-        time.sleep(0.2)
     mlflow.set_tracking_uri(url)
     mlflow.set_registry_uri(url)
     client = MlflowClient(url, url)
@@ -166,36 +137,14 @@ def write_fixture(url: str, workdir: Path) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("mlflow-server")
-    port, db = free_port(), work / "mlflow.db"
-    url, log = f"http://127.0.0.1:{port}", work / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    with log.open("wb") as out:
-        # its own process group: `mlflow server` runs uvicorn as a child, stopped with it
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{db}",
-             "--default-artifact-root", str(work / "artifacts"), "--no-serve-artifacts"],
-            cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    # the writer imports mlflow while the server starts, then waits for it
-    writer = subprocess.Popen(
-        [sys.executable, "-m", "tests.connectors.test_mlflow_rest", url, str(work / "writer")],
-        cwd=ROOT, env={**env, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_healthy(url, proc, log)
-        out, err = writer.communicate(timeout=300)
-        assert writer.returncode == 0, err[-3000:]
-        yield Server(url, f"sqlite:///{db}", work, json.loads(out.strip().splitlines()[-1]))
-    finally:
-        if writer.poll() is None:
-            writer.kill()
-            writer.wait()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    db = work / "mlflow.db"
+    with mlflow_server(f"sqlite:///{db}", work) as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+        writer = subprocess.run(
+            [sys.executable, "-m", "tests.connectors.test_mlflow_rest", url, str(work / "writer")],
+            cwd=ROOT, env={**env, "PYTHONWARNINGS": "ignore"}, capture_output=True, text=True, timeout=300)
+        assert writer.returncode == 0, writer.stderr[-3000:]
+        yield Server(url, f"sqlite:///{db}", work, json.loads(writer.stdout.strip().splitlines()[-1]))
 
 
 def read(uri: str, base: Path) -> SourceBatch:

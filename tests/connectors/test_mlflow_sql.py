@@ -11,11 +11,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from braid.connectors.mlflow import read_source
 from braid.unify.errors import SchemaVersionError, SourceAuthError, SourceError, SourceUnreachable
 from braid.unify.source import SourceBatch, SourceSpec, no_progress
-from tests.conftest import SHARED_STORES, MlflowStore
+from tests.conftest import SHARED_STORES, MlflowStore, mlflow_server
 
 # facts recorded by ../data/mlflow-stores/make_store.py (see its README)
 SHARED_RUNS = {
@@ -109,9 +110,9 @@ def test_not_a_store_and_missing_file(tmp_path: Path) -> None:
         read(f"sqlite:///{empty}")
 
 
-def check_fixture_graph(batch: SourceBatch, store: MlflowStore) -> None:
+def check_fixture_graph(tables: dict[str, pl.DataFrame], store: MlflowStore) -> None:
     """Everything the writer recorded is in the graph, whichever database held it."""
-    f, t = store.facts, batch.tables
+    f, t = store.facts, tables
     train, child, finetune = (f"mlflow:run/{f[k]}" for k in ("train_run", "child_run", "finetune_run"))
     m1, m2 = f"mlflow:model/{f['model_1']}", f"mlflow:model/{f['model_2']}"
     edges = set(t["edges"].select("src", "dst", "kind").rows())
@@ -141,7 +142,7 @@ def check_fixture_graph(batch: SourceBatch, store: MlflowStore) -> None:
 
 
 def test_sqlite_store_written_by_the_client(sqlite_store: MlflowStore) -> None:
-    check_fixture_graph(read(sqlite_store.uri), sqlite_store)
+    check_fixture_graph(read(sqlite_store.uri).tables, sqlite_store)
 
 
 # one xdist worker builds the PostgreSQL and MariaDB stores, for all the tests that use them
@@ -150,12 +151,12 @@ DATABASES = pytest.mark.xdist_group("databases")
 
 @DATABASES
 def test_postgresql_store(postgres_store: MlflowStore) -> None:
-    check_fixture_graph(read(postgres_store.uri), postgres_store)
+    check_fixture_graph(read(postgres_store.uri).tables, postgres_store)
 
 
 @DATABASES
 def test_mariadb_store(mariadb_store: MlflowStore) -> None:
-    check_fixture_graph(read(mariadb_store.uri), mariadb_store)
+    check_fixture_graph(read(mariadb_store.uri).tables, mariadb_store)
 
 
 @DATABASES
@@ -187,3 +188,16 @@ def test_wrong_mariadb_credentials_are_one_clear_error(mariadb_store: MlflowStor
 def test_unreachable_database() -> None:
     with pytest.raises(SourceUnreachable, match="cannot connect to postgresql://postgres@127.0.0.1:1/x"):
         read("postgresql://postgres@127.0.0.1:1/x")
+
+
+@DATABASES
+@pytest.mark.parametrize("which", ["postgres_store", "mariadb_store"])
+def test_database_store_through_rest_and_sql(which: str, request: pytest.FixtureRequest) -> None:
+    """The same PostgreSQL or MariaDB store, read directly and through an `mlflow server` on it."""
+    store: MlflowStore = request.getfixturevalue(which)
+    with mlflow_server(store.uri, store.workdir) as url:
+        through_rest = read(url, base=store.workdir).tables
+    through_sql = read(store.uri, base=store.workdir).tables
+    for table, frame in through_sql.items():
+        assert_frame_equal(through_rest[table], frame, check_exact=True), table
+    check_fixture_graph(through_rest, store)
