@@ -9,6 +9,8 @@ from typing import IO, Literal
 
 import polars as pl
 
+from .errors import UsageError
+
 Format = Literal["table", "json", "csv", "parquet"]
 FORMATS: tuple[str, ...] = ("table", "json", "csv", "parquet")
 CELL_WIDTH = 60
@@ -38,6 +40,8 @@ def emit(frame: pl.DataFrame, fmt: Format, *, out: IO[str] | None = None) -> Non
     elif fmt == "csv":
         out.write(_plain(frame).write_csv())
     elif fmt == "parquet":
+        if out.isatty():
+            raise UsageError("parquet output is binary", hint="redirect it to a file: ... --format parquet > out.parquet")
         buf = io.BytesIO()
         frame.write_parquet(buf)
         binary = getattr(out, "buffer", None)

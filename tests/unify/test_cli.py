@@ -149,3 +149,18 @@ def test_sync_a_store_written_by_the_client(sqlite_store: MlflowStore, tmp_path:
     assert paths, "no path from the commit to churn v2"
     first = [r for r in paths if r["path"] == 0]
     assert first[0]["id"] == f"git:{f['git_commit']}" and first[-1]["id"] == "mlflow:model_version/churn/2"
+
+
+def test_parquet_output_pipes(synced: Path) -> None:
+    import io
+    import subprocess
+    import sys
+
+    import polars as pl
+
+    exe = Path(sys.executable).parent / "braid"
+    proc = subprocess.run([str(exe), "upstream", VERSION_V3, "--format", "parquet"], cwd=synced, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    frame = pl.read_parquet(io.BytesIO(proc.stdout))
+    assert "mlflow:dataset/train@c167484d" in frame["id"].to_list()
+    assert {"depth", "via_src", "via_kind", "attrs"} <= set(frame.columns)
