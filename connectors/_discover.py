@@ -55,8 +55,11 @@ def discover(folder: Path) -> list[dict[str, Any]]:
             rel = path.relative_to(folder).as_posix()
             found.append({"tool": "mlflow", "uri": f"sqlite:///{rel}"})
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri and uri.startswith(("http://", "https://")):
-        found.append({"tool": "mlflow", "uri": uri})
+    if uri:
+        # a URL that may carry a password stays in the environment: the entry names no uri,
+        # and the sync reads MLFLOW_TRACKING_URI again
+        plain = uri.startswith(("http://", "https://")) and "@" not in uri
+        found.append({"tool": "mlflow", "uri": uri} if plain else {"tool": "mlflow"})
     names: dict[str, int] = {}
     for entry in found:
         n = names[entry["tool"]] = names.get(entry["tool"], 0) + 1

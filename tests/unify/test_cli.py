@@ -164,3 +164,19 @@ def test_parquet_output_pipes(synced: Path) -> None:
     frame = pl.read_parquet(io.BytesIO(proc.stdout))
     assert "mlflow:dataset/train@c167484d" in frame["id"].to_list()
     assert {"depth", "via_src", "via_kind", "attrs"} <= set(frame.columns)
+
+
+def test_init_keeps_a_tracking_uri_with_a_password_in_the_environment(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "braid"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "postgresql://ml:s3cret@127.0.0.1:1/mlflow"}
+    proc = subprocess.run([str(exe), "init"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    toml = (tmp_path / "braid.toml").read_text()
+    assert "s3cret" not in toml + proc.stdout and 'tool = "mlflow"' in toml
+    # the sync takes the URI from the environment again, and never prints the password
+    sync = subprocess.run([str(exe), "sync"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert sync.returncode == 1 and "s3cret" not in sync.stderr and "127.0.0.1:1" in sync.stderr
