@@ -12,6 +12,7 @@ from .errors import (
     CatalogError,
     CatalogLocked,
     CatalogMissing,
+    CatalogMoved,
     ConfigError,
     NodeNotFound,
     SchemaVersionError,
@@ -24,6 +25,6 @@ from .schema import EDGE_KINDS, NODE_KINDS, TABLES
 
 __all__ = [
     "EDGE_KINDS", "NODE_KINDS", "TABLES", "BraidError", "Catalog", "CatalogCorrupt", "CatalogError",
-    "CatalogLocked", "CatalogMissing", "ConfigError", "NodeNotFound", "SchemaVersionError",
+    "CatalogLocked", "CatalogMissing", "CatalogMoved", "ConfigError", "NodeNotFound", "SchemaVersionError",
     "SourceAuthError", "SourceError", "SourceUnreachable", "UsageError", "open_catalog",
 ]

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from .errors import NodeNotFound
+from .errors import CatalogCorrupt, CatalogMoved, NodeNotFound
 from .schema import TABLES, empty
-from .store import Manifest, load_frame, read_manifest
+from .store import FileRef, Manifest, load_frame, read_manifest
 
 if TYPE_CHECKING:
     from .index import GraphIndex
@@ -61,14 +61,25 @@ class Catalog:
             close = difflib.get_close_matches(name, list(TABLES), n=1)
             raise KeyError(f"no table {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
         if name not in self._tables:
-            frames = [load_frame(self.path, e.tables[name])
-                      for _, e in sorted(self.manifest.sources.items()) if name in e.tables]
+            frames = [self._load(e.tables[name]) for _, e in sorted(self.manifest.sources.items())
+                      if name in e.tables]
             frame = pl.concat(frames) if frames else empty(name)
             if name == "nodes":
                 # a commit is one node whichever tools recorded it
                 frame = frame.unique("id", keep="first", maintain_order=True).sort("id")
             self._tables[name] = frame
         return self._tables[name]
+
+    def _load(self, ref: FileRef) -> pl.DataFrame:
+        try:
+            return load_frame(self.path, ref)
+        except CatalogCorrupt:
+            # tables load on first use; two syncs later this generation's files are gone
+            current = read_manifest(self.path).generation
+            if current != self.generation and not (self.path / ref.file).exists():
+                raise CatalogMoved(str(self.path), f"generation {self.generation} was replaced by "
+                                   f"generation {current} while open", hint="open the catalog again") from None
+            raise
 
     @property
     def nodes(self) -> pl.DataFrame:

@@ -77,5 +77,9 @@ class CatalogLocked(CatalogError):
     """Another writer holds the catalog."""
 
 
+class CatalogMoved(CatalogError):
+    """The generation this reader holds was superseded and its files collected."""
+
+
 class CatalogMissing(CatalogError):
     """No catalog has been synced at that path yet."""

@@ -15,7 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import braid.connectors.mlflow as mlflow_connector
-from braid.unify import CatalogCorrupt, CatalogLocked, CatalogMissing, open_catalog
+from braid.unify import CatalogCorrupt, CatalogLocked, CatalogMissing, CatalogMoved, open_catalog
 from braid.unify.config import load_config
 from braid.unify.errors import SourceUnreachable
 from braid.unify.schema import TABLES
@@ -208,3 +208,15 @@ def test_incremental_sync_reads_only_changed_runs(
         assert_frame_equal(incremental.table(name), full.table(name))
     loss = incremental.table("metrics").filter(run_id=f"mlflow:run/{sqlite_store.facts['train_run']}", key="loss")
     assert loss.sort("step")["value"].to_list()[-1] == pytest.approx(0.1)
+
+
+def test_a_reader_outlived_by_two_syncs_is_told_to_reopen(two_stores: Path, tmp_path: Path) -> None:
+    config = load_config(two_stores)
+    sync(config)
+    reader = open_catalog(config.catalog)  # tables load on first use
+    for release in ("2.9.2", "2.16.2"):
+        shutil.copy(SHARED_STORES[release], tmp_path / "2.22.1.db")
+        sync(config)
+    with pytest.raises(CatalogMoved, match="generation 1 was replaced by generation 3"):
+        reader.nodes
+    assert open_catalog(config.catalog).nodes.height > 0
