@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .errors import CatalogCorrupt, CatalogMoved, NodeNotFound
+from .ids import code_id, is_commit, parse_id
 from .schema import TABLES, empty
 from .store import FileRef, Manifest, load_frame, read_manifest
 
@@ -98,9 +99,19 @@ class Catalog:
 
     # -- nodes ----------------------------------------------------------------------------
     def resolve(self, node: str) -> str:
-        """`node` itself when it exists; NodeNotFound with the closest ids otherwise."""
+        """The id of `node` (a commit's sha in any case); NodeNotFound with close ids otherwise."""
+        try:
+            parsed = parse_id(node)
+        except ValueError:
+            raise NodeNotFound(node, self.suggest(node), why="not a node id: expected <source>:<kind>/<id> "
+                               "or git:<40-hex sha>") from None
+        if parsed.kind == "code" and is_commit(parsed.native):
+            node = code_id(parsed.native)
         ids = self.nodes["id"]
         if ids.is_empty() or not bool(ids.is_in([node]).any()):
+            if parsed.source not in (*self.manifest.sources, "git"):
+                why = f"no source named {parsed.source!r} (the catalog has: {', '.join(self.sources)})"
+                raise NodeNotFound(node, self.suggest(node), why=why)
             raise NodeNotFound(node, self.suggest(node))
         return node
 
@@ -116,12 +127,12 @@ class Catalog:
 
     def node(self, node: str) -> dict[str, Any]:
         """One node's row as a dict."""
-        self.resolve(node)
+        node = self.resolve(node)
         return self.nodes.filter(pl.col("id") == node).row(0, named=True)
 
     def neighbours(self, node: str) -> pl.DataFrame:
         """Every edge touching `node`, with the other end's kind and name."""
-        self.resolve(node)
+        node = self.resolve(node)
         e = self.edges.filter((pl.col("src") == node) | (pl.col("dst") == node))
         other = pl.when(pl.col("src") == node).then("dst").otherwise("src")
         return (

@@ -34,9 +34,9 @@ class ConfigError(UsageError):
 class NodeNotFound(UsageError):
     """A node id that is not in the catalog."""
 
-    def __init__(self, node: str, suggestions: list[str]) -> None:
+    def __init__(self, node: str, suggestions: list[str], *, why: str | None = None) -> None:
         hint = "did you mean: " + ", ".join(suggestions) if suggestions else None
-        super().__init__(f"no node {node!r} in the catalog", hint=hint)
+        super().__init__(f"no node {node!r} in the catalog" + (f": {why}" if why else ""), hint=hint)
         self.node = node
         self.suggestions = suggestions
 

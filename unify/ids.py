@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+import polars as pl
+
 from .schema import NODE_KINDS
 
 SHA_RE = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -31,6 +33,26 @@ def node_id(source: str, kind: str, native: str) -> str:
     if kind not in NODE_KINDS or kind == "code":
         raise ValueError(f"not a source-owned node kind: {kind!r}")
     return f"{source}:{kind}/{native}"
+
+
+def node_ids(source: str, kind: str, native: str | pl.Expr) -> pl.Expr:
+    """The ids of a column of native ids: the vectorised `node_id`.
+
+    >>> pl.select(node_ids("mlflow", "run", pl.lit("3606aa26"))).item()
+    'mlflow:run/3606aa26'
+    """
+    node_id(source, kind, "")  # checks the kind
+    return pl.lit(f"{source}:{kind}/") + (pl.col(native) if isinstance(native, str) else native)
+
+
+def code_ids(sha: str | pl.Expr) -> pl.Expr:
+    """`git:<sha>` for full 40-hex shas (lower-cased), null for anything else.
+
+    >>> pl.select(code_ids(pl.lit("6F9EF47785F89EDF5E79889A88D9379722C3711D"))).item()
+    'git:6f9ef47785f89edf5e79889a88d9379722c3711d'
+    """
+    col = pl.col(sha) if isinstance(sha, str) else sha
+    return pl.when(col.str.contains(SHA_RE.pattern)).then(CODE_PREFIX + col.str.to_lowercase())
 
 
 def is_commit(sha: str | None) -> bool:

@@ -11,6 +11,7 @@ from .catalog import Catalog
 
 def node_report(cat: Catalog, node: str) -> dict[str, pl.DataFrame]:
     """Sections of facts about `node`, each a frame; empty sections are left out of tables."""
+    node = cat.resolve(node)
     row = cat.node(node)
     attrs = json.loads(row.pop("attrs") or "{}")
     fields = [(k, None if v is None else str(v)) for k, v in row.items()]

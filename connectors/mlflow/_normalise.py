@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from braid.unify.ids import SHA_RE
+from braid.unify.ids import SHA_RE, code_ids, node_id, node_ids
 
 from ._raw import LOGGED_MODEL_STATUS, RawStore
 
@@ -36,11 +36,11 @@ def ms(column: str) -> pl.Expr:
 
 def normalise(raw: RawStore, source: str) -> dict[str, pl.DataFrame]:
     """The graph tables of one MLflow store."""
-    p = f"{source}:"
+    src = source
     run_tags = _run_tag_columns(raw)
-    runs = _runs(raw, run_tags, p)
-    model_paths = _history_models(raw, run_tags, p)
-    models = _logged_models(raw, p)
+    runs = _runs(raw, run_tags, src)
+    model_paths = _history_models(raw, run_tags, src)
+    models = _logged_models(raw, src)
     frames: dict[str, list[pl.DataFrame]] = {"nodes": [], "edges": []}
 
     def add(nodes: pl.DataFrame | None = None, edges: pl.DataFrame | None = None) -> None:
@@ -51,11 +51,11 @@ def normalise(raw: RawStore, source: str) -> dict[str, pl.DataFrame]:
 
     add(runs["nodes"], runs["edges"])
     add(*_code(runs["runs"]))
-    add(*_datasets(raw, runs["times"], p))
-    add(*_models(raw, models, model_paths, runs["times"], p))
-    versions = _model_versions(raw, runs["times"], p)
+    add(*_datasets(raw, runs["times"], src))
+    add(*_models(raw, models, model_paths, runs["times"], src))
+    versions = _model_versions(raw, runs["times"], src)
     add(versions["nodes"], versions["edges"])
-    add(*_artifacts(raw, model_paths, runs["times"], p))
+    add(*_artifacts(raw, model_paths, runs["times"], src))
 
     # a version or output edge may name a model no listing produced (an artifact folder that was
     # registered directly): give it a node so no edge dangles
@@ -64,7 +64,7 @@ def normalise(raw: RawStore, source: str) -> dict[str, pl.DataFrame]:
     missing = (
         pl.concat([edges.select(id="src"), edges.select(id="dst")]).unique()
         .join(nodes.select("id"), on="id", how="anti")
-        .filter(pl.col("id").str.starts_with(f"{p}model/"))
+        .filter(pl.col("id").str.starts_with(f"{src}:model/"))
     )
     if missing.height:
         nodes = pl.concat([nodes, missing.with_columns(
@@ -74,17 +74,17 @@ def normalise(raw: RawStore, source: str) -> dict[str, pl.DataFrame]:
         )], how="diagonal_relaxed")
 
     tags = pl.concat([
-        raw["tags"].select(node_id=p + "run/" + pl.col("run_uuid"), key="key", value="value"),
-        raw["logged_model_tags"].select(node_id=p + "model/" + pl.col("model_id"), key="key", value="value"),
+        raw["tags"].select(node_id=node_ids(src, "run", "run_uuid"), key="key", value="value"),
+        raw["logged_model_tags"].select(node_id=node_ids(src, "model", "model_id"), key="key", value="value"),
         raw["model_version_tags"].select(
-            node_id=p + "model_version/" + pl.col("name") + "/" + pl.col("version"), key="key", value="value"),
+            node_id=node_ids(src, "model_version", pl.concat_str("name", "version", separator="/")), key="key", value="value"),
     ]).with_columns(source=pl.lit(source))
     return {
         "nodes": nodes,
         "edges": edges,
         "runs": runs["runs"].with_columns(source=pl.lit(source)),
         "params": raw["params"].select(
-            run_id=p + "run/" + pl.col("run_uuid"), key="key", value="value", source=pl.lit(source)),
+            run_id=node_ids(src, "run", "run_uuid"), key="key", value="value", source=pl.lit(source)),
         "metrics": metrics_table(raw["metrics"], source),
         "tags": tags,
         "registry": versions["registry"].with_columns(source=pl.lit(source)),
@@ -111,12 +111,12 @@ def _run_tag_columns(raw: RawStore) -> pl.DataFrame:
     return wide.with_columns([pl.lit(None, pl.String).alias(t) for t in SYSTEM_TAGS if t not in wide.columns])
 
 
-def _runs(raw: RawStore, tags: pl.DataFrame, p: str) -> dict[str, pl.DataFrame]:
+def _runs(raw: RawStore, tags: pl.DataFrame, src: str) -> dict[str, pl.DataFrame]:
     exps = raw["experiments"].select("experiment_id", experiment="name")
     r = (
         raw["runs"].join(tags, on="run_uuid", how="left").join(exps, on="experiment_id", how="left")
         .with_columns(
-            id=p + "run/" + pl.col("run_uuid"),
+            id=node_ids(src, "run", "run_uuid"),
             started_at=ms("start_time"), ended_at=ms("end_time"),
             run_name=pl.coalesce("name", RUN_NAME),
             run_user=pl.coalesce(USER, "user_id"),
@@ -140,7 +140,7 @@ def _runs(raw: RawStore, tags: pl.DataFrame, p: str) -> dict[str, pl.DataFrame]:
         ).struct.json_encode(),
     )
     parents = r.filter(pl.col(PARENT).is_not_null()).select(
-        src=p + "run/" + pl.col(PARENT), dst="id", kind=pl.lit("parent_of"), created_at="started_at",
+        src=node_ids(src, "run", PARENT), dst="id", kind=pl.lit("parent_of"), created_at="started_at",
     )
     times = r.select("run_uuid", "started_at", "ended_at", "artifact_uri", run_node="id")
     return {"nodes": nodes, "runs": runs, "edges": parents, "times": times}
@@ -150,10 +150,10 @@ def _code(runs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """One `git:<sha>` node per commit and a code edge to every run at it."""
     at = runs.filter(pl.col("git_commit").is_not_null())
     nodes = at.group_by("git_commit").agg(pl.col("git_remote").drop_nulls().first()).select(
-        id="git:" + pl.col("git_commit"), kind=pl.lit("code"), tool=pl.lit(None, pl.String),
+        id=code_ids("git_commit"), kind=pl.lit("code"), tool=pl.lit(None, pl.String),
         name=pl.col("git_commit").str.slice(0, 12), uri="git_remote",
     )
-    edges = at.select(src="git:" + pl.col("git_commit"), dst="id", kind=pl.lit("code"), created_at="started_at")
+    edges = at.select(src=code_ids("git_commit"), dst="id", kind=pl.lit("code"), created_at="started_at")
     return nodes, edges
 
 
@@ -169,9 +169,9 @@ def _dataset_uri(source: str | None) -> str | None:
     return None
 
 
-def _datasets(raw: RawStore, times: pl.DataFrame, p: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _datasets(raw: RawStore, times: pl.DataFrame, src: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     d = raw["dataset_inputs"].with_columns(
-        id=p + "dataset/" + pl.col("name") + "@" + pl.col("digest"),
+        id=node_ids(src, "dataset", pl.concat_str("name", "digest", separator="@")),
         uri=pl.col("source").map_elements(_dataset_uri, return_dtype=pl.String),
     )
     nodes = d.unique("id", keep="first", maintain_order=True).select(
@@ -187,7 +187,7 @@ def _datasets(raw: RawStore, times: pl.DataFrame, p: str) -> tuple[pl.DataFrame,
     return nodes, edges
 
 
-def _history_models(raw: RawStore, tags: pl.DataFrame, p: str) -> pl.DataFrame:
+def _history_models(raw: RawStore, tags: pl.DataFrame, src: str) -> pl.DataFrame:
     """Models logged into a run's artifacts, from the `mlflow.log-model.history` tag (MLflow 2)."""
     rows: list[dict[str, Any]] = []
     for run_uuid, history in tags.filter(pl.col(MODEL_HISTORY).is_not_null()).select("run_uuid", MODEL_HISTORY).iter_rows():
@@ -200,7 +200,7 @@ def _history_models(raw: RawStore, tags: pl.DataFrame, p: str) -> pl.DataFrame:
             if not path:
                 continue
             rows.append({
-                "run_uuid": run_uuid, "path": path, "id": f"{p}model/{run_uuid}/{path}",
+                "run_uuid": run_uuid, "path": path, "id": node_id(src, "model", f"{run_uuid}/{path}"),
                 "created": entry.get("utc_time_created"),
                 "attrs": json.dumps({"flavors": entry.get("flavors"), "model_uuid": entry.get("model_uuid"),
                                      "model_id": entry.get("model_id")}, sort_keys=True),
@@ -221,7 +221,7 @@ def _empty_as_null(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns([pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in cols])
 
 
-def _logged_models(raw: RawStore, p: str) -> pl.DataFrame:
+def _logged_models(raw: RawStore, src: str) -> pl.DataFrame:
     params = raw["logged_model_params"].group_by("model_id").agg(
         params=pl.struct("key", "value").sort_by("key"))
     metrics = raw["logged_model_metrics"].group_by("model_id").agg(
@@ -232,15 +232,15 @@ def _logged_models(raw: RawStore, p: str) -> pl.DataFrame:
     live = _empty_as_null(raw["logged_models"].filter(pl.col("lifecycle_stage").fill_null("active") != "deleted"))
     return (
         live.join(params, on="model_id", how="left").join(metrics, on="model_id", how="left")
-        .with_columns(id=p + "model/" + pl.col("model_id"),
+        .with_columns(id=node_ids(src, "model", "model_id"),
                       status=pl.col("status").replace_strict(LOGGED_MODEL_STATUS, default=pl.col("status")))
     )
 
 
 def _models(
-    raw: RawStore, logged: pl.DataFrame, history: pl.DataFrame, times: pl.DataFrame, p: str
+    raw: RawStore, logged: pl.DataFrame, history: pl.DataFrame, times: pl.DataFrame, src: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    files = _model_files(raw, history, p)
+    files = _model_files(raw, history, src)
     logged_nodes = logged.join(files, on="id", how="left").select(
         "id", kind=pl.lit("model"), tool=pl.lit(TOOL), name="name", uri="artifact_location",
         created_at=ms("creation_time"), updated_at=ms("last_updated_time"), status="status",
@@ -255,31 +255,30 @@ def _models(
             lambda r: json.dumps({**json.loads(r["attrs"]), "files": r["files"]}, sort_keys=True),
             return_dtype=pl.String),
     )
-    run_id = p + "run/"
     outputs = pl.concat([
         logged.filter(pl.col("source_run_id").is_not_null()).select(run_uuid="source_run_id", dst="id",
                                                                     step=pl.lit(None, pl.Int64)),
-        raw["model_outputs"].select("run_uuid", dst=p + "model/" + pl.col("model_id"), step="step"),
+        raw["model_outputs"].select("run_uuid", dst=node_ids(src, "model", "model_id"), step="step"),
         history.select("run_uuid", dst="id", step=pl.lit(None, pl.Int64)),
     ]).unique(["run_uuid", "dst"], keep="last", maintain_order=True).join(times, on="run_uuid", how="inner")
     out_edges = outputs.select(
-        src=run_id + pl.col("run_uuid"), dst="dst", kind=pl.lit("output"),
+        src=node_ids(src, "run", "run_uuid"), dst="dst", kind=pl.lit("output"),
         created_at=pl.coalesce("ended_at", "started_at"),
         attrs=pl.struct("step").struct.json_encode(),
     )
     in_edges = raw["model_inputs"].join(times, on="run_uuid", how="inner").select(
-        src=p + "model/" + pl.col("model_id"), dst=run_id + pl.col("run_uuid"), kind=pl.lit("input"),
+        src=node_ids(src, "model", "model_id"), dst=node_ids(src, "run", "run_uuid"), kind=pl.lit("input"),
         created_at="started_at",
     )
     return pl.concat([logged_nodes, history_nodes], how="diagonal_relaxed"), pl.concat(
         [out_edges, in_edges], how="diagonal_relaxed")
 
 
-def _model_files(raw: RawStore, history: pl.DataFrame, p: str) -> pl.DataFrame:
+def _model_files(raw: RawStore, history: pl.DataFrame, src: str) -> pl.DataFrame:
     """The files of each model: a LoggedModel's own root, or a run's model sub-folder."""
     art = raw["artifacts"]
     own = art.filter(pl.col("owner_kind") == "model").select(
-        id=p + "model/" + pl.col("owner"), path="path", size="size", md5="md5")
+        id=node_ids(src, "model", "owner"), path="path", size="size", md5="md5")
     in_runs = art.filter(pl.col("owner_kind") == "run").join(
         history.select("run_uuid", "id", prefix=pl.col("path") + "/"), left_on="owner", right_on="run_uuid",
     ).filter(pl.col("path").str.starts_with(pl.col("prefix"))).select(
@@ -288,31 +287,31 @@ def _model_files(raw: RawStore, history: pl.DataFrame, p: str) -> pl.DataFrame:
         files=pl.struct("path", "size", "md5"))
 
 
-def _version_model(source: str | None, run_uuid: str | None, artifact_uri: str | None, p: str) -> str | None:
+def _version_model(source: str | None, run_uuid: str | None, artifact_uri: str | None, src: str) -> str | None:
     """The model node a registry version's `source` names."""
     if not source:
         return None
     if m := re.match(r"^models:/(m-[0-9a-f]+)/?$", source):
-        return f"{p}model/{m.group(1)}"
+        return node_id(src, "model", m.group(1))
     if m := re.match(r"^runs:/([0-9a-f]+)/(.+?)/?$", source):
-        return f"{p}model/{m.group(1)}/{m.group(2)}"
+        return node_id(src, "model", f"{m.group(1)}/{m.group(2)}")
     if run_uuid and artifact_uri and source.startswith(artifact_uri.rstrip("/") + "/"):
-        return f"{p}model/{run_uuid}/{source[len(artifact_uri.rstrip('/')) + 1:].strip('/')}"
+        return node_id(src, "model", f"{run_uuid}/{source[len(artifact_uri.rstrip('/')) + 1:].strip('/')}")
     return None
 
 
-def _model_versions(raw: RawStore, times: pl.DataFrame, p: str) -> dict[str, pl.DataFrame]:
+def _model_versions(raw: RawStore, times: pl.DataFrame, src: str) -> dict[str, pl.DataFrame]:
     mv = _empty_as_null(raw["model_versions"].filter(
         pl.col("current_stage").fill_null("") != DELETED_VERSION_STAGE)).join(
         times.select("run_uuid", "artifact_uri"), left_on="run_id", right_on="run_uuid", how="left")
-    model_ids = [_version_model(s, r, a, p) for s, r, a in mv.select("source", "run_id", "artifact_uri").iter_rows()]
+    model_ids = [_version_model(s, r, a, src) for s, r, a in mv.select("source", "run_id", "artifact_uri").iter_rows()]
     aliases = raw["aliases"].sort("alias").group_by("name", "version").agg(aliases=pl.col("alias"))
     reg_tags = raw["registered_model_tags"].sort("key").group_by("name").agg(
         registered_model_tags=pl.struct("key", "value"))
     rm = _empty_as_null(raw["registered_models"].select(
         "name", registered_model_description="description")).join(reg_tags, on="name", how="left")
     mv = (
-        mv.with_columns(model=pl.Series(model_ids, dtype=pl.String), id=p + "model_version/" + pl.col("name") + "/" + pl.col("version"),
+        mv.with_columns(model=pl.Series(model_ids, dtype=pl.String), id=node_ids(src, "model_version", pl.concat_str("name", "version", separator="/")),
                         stage=pl.when(pl.col("current_stage").is_in(["None", ""]).not_()).then("current_stage"))
         .join(aliases, on=["name", "version"], how="left").join(rm, on="name", how="left")
     )
@@ -329,7 +328,7 @@ def _model_versions(raw: RawStore, times: pl.DataFrame, p: str) -> dict[str, pl.
         model_version_id="id", name="name", version="version",
         aliases=pl.col("aliases").fill_null(pl.lit([], pl.List(pl.String))),
         stage="stage", model_id="model",
-        run_id=pl.when(pl.col("run_id").is_not_null()).then(p + "run/" + pl.col("run_id")),
+        run_id=pl.when(pl.col("run_id").is_not_null()).then(node_ids(src, "run", "run_id")),
         events=pl.struct("creation_time", "user_id", "stage", "aliases").map_elements(
             _events, return_dtype=pl.String),
     )
@@ -351,7 +350,7 @@ def _events(row: dict[str, Any]) -> str:
 
 
 def _artifacts(
-    raw: RawStore, history: pl.DataFrame, times: pl.DataFrame, p: str
+    raw: RawStore, history: pl.DataFrame, times: pl.DataFrame, src: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Each file a run logged, except those inside a model folder (they belong to the model)."""
     files = raw["artifacts"].filter(pl.col("owner_kind") == "run").rename({"owner": "run_uuid"})
@@ -360,7 +359,7 @@ def _artifacts(
             pl.col("path").str.starts_with(pl.col("prefix"))).select("run_uuid", "path")
         files = files.join(inside, on=["run_uuid", "path"], how="anti")
     f = files.join(times, on="run_uuid", how="inner").with_columns(
-        id=p + "artifact/" + pl.col("run_uuid") + "/" + pl.col("path"))
+        id=node_ids(src, "artifact", pl.concat_str("run_uuid", "path", separator="/")))
     nodes = f.select(
         "id", kind=pl.lit("artifact"), tool=pl.lit(TOOL), name="path",
         digest=pl.when(pl.col("md5").is_not_null()).then("md5:" + pl.col("md5")), size="size",

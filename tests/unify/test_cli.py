@@ -79,6 +79,12 @@ def test_unknown_node_suggests_close_ids(synced: Path, braid_cli) -> None:  # ty
     err = one_line_error(braid_cli("upstream", "mlflow:model_version/legacy-modle/1"), 2)
     assert "no node 'mlflow:model_version/legacy-modle/1'" in err
     assert "did you mean: mlflow:model_version/legacy-model/1" in err
+    err = one_line_error(braid_cli("upstream", "mlfow:model_version/legacy-model/1"), 2)
+    assert "no source named 'mlfow' (the catalog has: mlflow)" in err
+    assert "not a node id" in one_line_error(braid_cli("show", "legacy-model"), 2)
+    # a commit may be named in any case
+    upper = braid_cli("downstream", "git:6F9EF47785F89EDF5E79889A88D9379722C3711D", "--format", "json")
+    assert upper.returncode == 0 and TRAIN_V3 in upper.stdout
 
 
 def test_bad_flags_are_usage_errors(synced: Path, braid_cli) -> None:  # type: ignore[no-untyped-def]
