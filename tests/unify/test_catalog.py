@@ -220,3 +220,16 @@ def test_a_reader_outlived_by_two_syncs_is_told_to_reopen(two_stores: Path, tmp_
     with pytest.raises(CatalogMoved, match="generation 1 was replaced by generation 3"):
         reader.nodes
     assert open_catalog(config.catalog).nodes.height > 0
+
+
+def test_sync_one_source_keeps_the_others(two_stores: Path, tmp_path: Path) -> None:
+    config = load_config(two_stores)
+    sync(config)
+    before = json.loads((config.catalog / MANIFEST).read_text())["sources"]["new"]
+    shutil.copy(SHARED_STORES["2.9.2"], tmp_path / "2.22.1.db")
+    (tmp_path / "3.17.2.db").unlink()  # would fail if it were read
+    report = sync(config, only=["old"])
+    assert [r.name for r in report.sources] == ["old"] and not report.failed
+    after = json.loads((config.catalog / MANIFEST).read_text())["sources"]
+    assert after["new"] == before
+    assert open_catalog(config.catalog).nodes.filter(id="old:run/e9b1579cecae431ca5fb372e288e4b79").height == 1
