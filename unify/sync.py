@@ -19,7 +19,7 @@ from .errors import BraidError, UsageError
 from .identity import IDENTITY_SOURCE, same_as_edges
 from .schema import TABLES, canonical
 from .source import PreviousSync, Progress, SourceBatch, SourceSpec, no_progress
-from .store import Manifest, SourceEntry, Writer, load_frame
+from .store import FileRef, Manifest, SourceEntry, Writer, load_frame
 
 
 @dataclass
@@ -45,13 +45,20 @@ class SyncReport:
         return [s for s in self.sources if s.error is not None]
 
 
-def merge(batch: SourceBatch, previous: SourceEntry | None, root: Path) -> dict[str, pl.DataFrame]:
-    """The source's full tables: the batch, plus kept rows of partially read tables."""
-    tables = dict(batch.tables)
+def merge(batch: SourceBatch, previous: SourceEntry | None, root: Path) -> dict[str, pl.DataFrame | FileRef]:
+    """The source's full tables: the batch, plus kept rows of partially read tables.
+
+    A partial table whose runs are exactly the previous generation's, none of them rewritten,
+    is the previous file itself: it is neither read nor written again.
+    """
+    tables: dict[str, pl.DataFrame | FileRef] = dict(batch.tables)
     alive = batch.tables["runs"]["id"]
     for name in batch.partial:
         if previous is None or name not in previous.tables:
             raise ValueError(f"partial table {name} without a previous generation")
+        if not batch.rewritten_runs and alive.equals(load_frame(root, previous.tables["runs"])["id"]):
+            tables[name] = previous.tables[name]
+            continue
         run_col = TABLES[name].run_column
         old = load_frame(root, previous.tables[name])
         kept = old.filter(pl.col(run_col).is_in(alive.implode()) & ~pl.col(run_col).is_in(list(batch.rewritten_runs)))
@@ -112,7 +119,8 @@ def _sync_source(
     tables = merge(batch, previous if prior else None, writer.root)
     return SourceEntry(
         tool=spec.tool,
-        tables={name: writer.write_frame(spec.name, name, frame) for name, frame in tables.items()},
+        tables={name: frame if isinstance(frame, FileRef) else writer.write_frame(spec.name, name, frame)
+                for name, frame in tables.items()},
         state={name: writer.write_frame(spec.name, f"state_{name}", frame) for name, frame in batch.state.items()},
         cursor={**batch.cursor, "notes": batch.notes},
     )
