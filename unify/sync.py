@@ -99,6 +99,7 @@ def sync(
             result.notes = list(entry.cursor.get("notes", []))
         progress("linking identities", 0, None)
         identity = same_as_edges(_all_nodes(new, writer.root))
+        progress("linking identities", identity.height, identity.height)
         new.sources[IDENTITY_SOURCE] = SourceEntry(
             tool="braid", tables={"edges": writer.write_frame(IDENTITY_SOURCE, "edges", identity)})
         changed = writer.commit(new)

@@ -226,7 +226,9 @@ class SqlStore:
         """The full history of the given runs (all runs when None)."""
         if run_uuids is None:
             progress("reading metric history", 0, None)
-            return self._select("metrics")
+            frame = self._select("metrics")
+            progress("reading metric history", frame.height, frame.height)
+            return frame
         ids = sorted(run_uuids)
         mark = "?" if self.dialect == "sqlite" else "%s"
         parts = []
