@@ -80,27 +80,40 @@ def _healthy(url: str) -> bool:
     import requests
 
     try:
+        # the auth app answers /health without credentials too
         return requests.get(f"{url}/health", timeout=1).ok
     except requests.ConnectionError:
         return False
 
 
 @contextmanager
-def mlflow_server(backend_uri: str, workdir: Path, *, timeout: float = 90.0) -> Iterator[str]:
+def mlflow_server(
+    backend_uri: str, workdir: Path, *, admin_password: str | None = None, timeout: float = 90.0
+) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 over `backend_uri`; yields its URL once /health answers.
 
     One worker and no job execution make it start in seconds; artifacts are not proxied, so
-    artifact URIs stay the local paths the client wrote.
+    artifact URIs stay the local paths the client wrote. With `admin_password`, it runs
+    MLflow's own basic-auth app (user `admin`), which refuses requests without credentials.
     """
     port = free_port()
     url, log = f"http://127.0.0.1:{port}", workdir / f"server-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    auth: list[str] = []
+    if admin_password is not None:
+        config = workdir / f"basic_auth-{port}.ini"
+        config.write_text("[mlflow]\ndefault_permission = READ\n"
+                          f"database_uri = sqlite:///{workdir / f'auth-{port}.db'}\n"
+                          f"admin_username = admin\nadmin_password = {admin_password}\n"
+                          "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+        env.update(MLFLOW_AUTH_CONFIG_PATH=str(config), MLFLOW_FLASK_SERVER_SECRET_KEY=uuid.uuid4().hex)
+        auth = ["--app-name", "basic-auth"]
     with log.open("wb") as out:
         # its own process group: `mlflow server` runs uvicorn as a child, stopped with it
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", backend_uri,
+             "--workers", "1", "--backend-store-uri", backend_uri, *auth,
              "--default-artifact-root", str(workdir / "artifacts"), "--no-serve-artifacts"],
             cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:

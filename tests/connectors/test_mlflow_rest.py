@@ -8,17 +8,14 @@ database file directly, as `braid` would with either URI.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -302,60 +299,38 @@ def test_unknown_endpoint_names_the_path_and_status(server: Server) -> None:
         f"source 'prod': /api/2.0/mlflow/experiments/search on {server.url}/not-here answered HTTP 404")
 
 
-class Refuser(BaseHTTPRequestHandler):
-    """Stands in for a tracking server behind an auth proxy: refuses everything."""
-
-    status = 401
-    seen: list[str | None] = []
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        type(self).seen.append(self.headers.get("Authorization"))
-        body = b'{"error_code": "UNAUTHENTICATED", "message": "no"}'
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_POST = do_GET
-
-    def log_message(self, *args: object) -> None:
-        pass
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` running MLflow's basic-auth app."""
+    work = tmp_path_factory.mktemp("mlflow-auth")
+    with mlflow_server(f"sqlite:///{work / 'mlflow.db'}", work, admin_password="braid-admin-pw") as url:
+        yield url
 
 
-@pytest.fixture
-def refuser() -> Iterator[tuple[str, type[Refuser]]]:
-    handler = type("Handler", (Refuser,), {"seen": []})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-@pytest.mark.parametrize(("status", "env", "header"), [
-    (401, {"MLFLOW_TRACKING_TOKEN": "s3cret-token"}, "Bearer s3cret-token"),
-    (403, {"MLFLOW_TRACKING_USERNAME": "ann", "MLFLOW_TRACKING_PASSWORD": "s3cret-pw"},
-     "Basic " + base64.b64encode(b"ann:s3cret-pw").decode()),
+@pytest.mark.parametrize("env", [
+    {"MLFLOW_TRACKING_TOKEN": "s3cret-token"},
+    {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "s3cret-wrong"},
+    {},
 ])
-def test_refused_credentials(
-    refuser: tuple[str, type[Refuser]], monkeypatch: pytest.MonkeyPatch, status: int, env: dict[str, str], header: str
-) -> None:
-    url, handler = refuser
-    handler.status = status
+def test_refused_credentials(guarded: str, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     for key in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    with pytest.raises(SourceAuthError) as err, RestStore("prod", url) as rest:
+    with pytest.raises(SourceAuthError) as err, RestStore("prod", guarded) as rest:
         rest.read_core(no_progress)
     message = str(err.value)
-    assert f"refused the credentials (HTTP {status}" in message and "\n" not in message
+    assert "refused the credentials (HTTP 401" in message and "\n" not in message
     assert "s3cret" not in message and "s3cret" not in (err.value.hint or "")
-    assert handler.seen == [header]
+
+
+def test_right_credentials_read_the_store(guarded: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "braid-admin-pw")
+    with RestStore("prod", guarded) as rest:
+        raw = rest.read_core(no_progress)
+    assert raw["experiments"]["name"].to_list() == ["Default"]
 
 
 if __name__ == "__main__":
