@@ -39,7 +39,6 @@ class EdgeKind:
     src: tuple[str, ...]
     dst: tuple[str, ...]
     doc: str
-    symmetric: bool = False
 
 
 EDGE_KINDS: dict[str, EdgeKind] = {
@@ -50,7 +49,7 @@ EDGE_KINDS: dict[str, EdgeKind] = {
     "parent_of": EdgeKind(("run",), ("run",), "a nested or resumed child run"),
     "same_as": EdgeKind(
         tuple(NODE_KINDS), tuple(NODE_KINDS),
-        "the same thing seen by two tools or twice by one; evidence in attrs", symmetric=True,
+        "the same thing seen by two tools or twice by one; evidence in attrs",
     ),
 }
 
@@ -182,10 +181,6 @@ TABLES: dict[str, Table] = {
     ),
 }
 
-GRAPH_TABLES = ("nodes", "edges")
-FACT_TABLES = ("runs", "params", "metrics", "tags", "registry")
-
-
 def empty(table: str) -> pl.DataFrame:
     """An empty frame with the table's schema."""
     return pl.DataFrame(schema=TABLES[table].schema)
@@ -227,3 +222,26 @@ def canonical(table: str, frame: pl.DataFrame) -> pl.DataFrame:
     # where a hash-based unique over 10M metric points costs seconds
     repeat = functools.reduce(operator.and_, [pl.col(k).eq_missing(pl.col(k).shift(1)) for k in spec.key])
     return out.filter(~repeat.fill_null(False))
+
+
+def check_graph(nodes: pl.DataFrame, edges: pl.DataFrame) -> None:
+    """Raise ValueError when a node or edge kind is unknown, or an edge joins kinds its
+    declaration does not allow (between nodes both present): a connector bug, caught early."""
+    bad = nodes.filter(~pl.col("kind").is_in(list(NODE_KINDS)))
+    if bad.height:
+        raise ValueError(f"unknown node kind {bad['kind'][0]!r} ({bad['id'][0]})")
+    allowed = pl.DataFrame(
+        [(name, s, d) for name, k in EDGE_KINDS.items() for s in k.src for d in k.dst],
+        schema={"kind": pl.String, "src_kind": pl.String, "dst_kind": pl.String}, orient="row",
+    )
+    kinds = nodes.select("id", "kind")
+    ends = (
+        edges.select("src", "dst", "kind")
+        .join(kinds.rename({"id": "src", "kind": "src_kind"}), on="src")
+        .join(kinds.rename({"id": "dst", "kind": "dst_kind"}), on="dst")
+    )
+    wrong = ends.join(allowed, on=["kind", "src_kind", "dst_kind"], how="anti")
+    if wrong.height:
+        e = wrong.row(0, named=True)
+        raise ValueError(f"edge {e['src']} -[{e['kind']}]-> {e['dst']} joins a {e['src_kind']} to a "
+                         f"{e['dst_kind']}, which {e['kind']!r} does not allow")

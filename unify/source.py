@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from .schema import TABLES, canonical, empty
+from .schema import TABLES, canonical, check_graph, empty
 
 # columns that may hold a URL; `user:secret@` is removed before anything reaches the catalog
 URL_COLUMNS: dict[str, tuple[str, ...]] = {"nodes": ("uri",), "runs": ("git_remote",)}
@@ -75,6 +75,7 @@ class SourceBatch:
             frame = empty(name) if frame is None else canonical(name, frame)
             self.tables[name] = frame.with_columns(
                 [pl.col(c).str.replace(CREDENTIALS_RE, "://") for c in URL_COLUMNS.get(name, ())])
+        check_graph(self.tables["nodes"], self.tables["edges"])
 
 
 class Connector(Protocol):

@@ -53,3 +53,16 @@ def test_credentials_in_urls_never_reach_the_catalog() -> None:
     })
     assert batch.tables["nodes"]["uri"].to_list() == ["https://github.com/t/r.git"]
     assert batch.tables["runs"]["git_remote"].to_list() == ["https://github.com/t/r.git"]
+
+
+def test_a_batch_with_an_impossible_edge_is_a_connector_bug() -> None:
+    import pytest
+
+    from braid.unify.source import SourceBatch
+
+    nodes = pl.DataFrame({"id": ["m:run/1", "m:dataset/d"], "kind": ["run", "dataset"]})
+    SourceBatch(tables={"nodes": nodes, "edges": pl.DataFrame({"src": ["m:dataset/d"], "dst": ["m:run/1"], "kind": ["input"]})})
+    with pytest.raises(ValueError, match="joins a run to a dataset, which 'input' does not allow"):
+        SourceBatch(tables={"nodes": nodes, "edges": pl.DataFrame({"src": ["m:run/1"], "dst": ["m:dataset/d"], "kind": ["input"]})})
+    with pytest.raises(ValueError, match="unknown node kind 'table'"):
+        SourceBatch(tables={"nodes": pl.DataFrame({"id": ["m:table/x"], "kind": ["table"]})})
