@@ -335,3 +335,50 @@ def test_right_credentials_read_the_store(guarded: str, monkeypatch: pytest.Monk
 
 if __name__ == "__main__":
     print(json.dumps(write_fixture(sys.argv[1], Path(sys.argv[2]))))
+
+
+def test_incremental_sync_through_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second sync over REST reads the history of the changed and new runs only."""
+    from mlflow import MlflowClient
+
+    from braid.unify import open_catalog
+    from braid.unify.config import load_config
+    from braid.unify.sync import sync
+
+    with mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path) as url:
+        client = MlflowClient(url)
+        exp = client.create_experiment("incremental")
+        runs = []
+        for _ in range(3):
+            run = client.create_run(exp)
+            for step in range(5):
+                client.log_metric(run.info.run_id, "loss", 1 / (step + 1), step=step, timestamp=T0 + step)
+            client.set_terminated(run.info.run_id)
+            runs.append(run.info.run_id)
+        for folder in ("inc", "full"):
+            (tmp_path / folder).mkdir()
+            (tmp_path / folder / "braid.toml").write_text(f'[[sources]]\ntool = "mlflow"\nuri = "{url}"\n')
+        config = load_config(tmp_path / "inc" / "braid.toml")
+        assert sync(config).generation == 1
+        assert not sync(config).changed
+
+        client.log_metric(runs[0], "loss", 0.01, step=5, timestamp=T0 + 5)  # a finished run grows
+        late = client.create_run(exp).info.run_id
+        client.log_metric(late, "loss", 0.5, step=0, timestamp=T0)
+        asked: list[list[str] | None] = []
+        real = RestStore.read_metric_history
+
+        def spy(self: RestStore, run_uuids: list[str] | None, progress: Any) -> pl.DataFrame:
+            asked.append(run_uuids)
+            return real(self, run_uuids, progress)
+
+        monkeypatch.setattr(RestStore, "read_metric_history", spy)
+        assert sync(config).generation == 2
+        assert len(asked) == 1 and sorted(asked[0] or []) == sorted([runs[0], late])
+        full_config = load_config(tmp_path / "full" / "braid.toml")
+        sync(full_config, full=True)
+    incremental, full = open_catalog(config.catalog), open_catalog(full_config.catalog)
+    for table in GRAPH_TABLES:
+        assert_same(table, incremental.table(table), full.table(table))
+    grown = incremental.table("metrics").filter(run_id=f"mlflow:run/{runs[0]}").sort("step")
+    assert grown["value"].to_list() == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4, 1 / 5, 0.01])
