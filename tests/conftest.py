@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,43 +140,62 @@ def sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> MlflowStore:
     return write_store(f"sqlite:///{work / 'mlflow.db'}", work)
 
 
-@pytest.fixture(scope="session")
-def postgres_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowStore]:
+@dataclass(frozen=True)
+class Server:
+    """One of this machine's database servers: how to reach it as admin and as mlflow."""
+
+    name: str
+    connect: Callable[[], Any]  # an autocommit admin connection
+    uri: str  # SQLAlchemy URL for a database called {db}
+    drop: str  # DROP DATABASE statement for {db}
+
+
+def _postgres() -> Any:
     import psycopg2
 
-    name = f"braid_{uuid.uuid4().hex[:12]}"
+    con = psycopg2.connect(**PG_ADMIN, connect_timeout=5)
+    con.autocommit = True
+    return con
+
+
+def _mariadb() -> Any:
+    import pymysql
+
+    return pymysql.connect(**MYSQL_ADMIN, connect_timeout=5, autocommit=True)
+
+
+SERVERS = {
+    "postgres": Server("PostgreSQL", _postgres, "postgresql+psycopg2://postgres@127.0.0.1:5432/{db}",
+                       "DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    "mariadb": Server("MariaDB", _mariadb, "mysql+pymysql://root@127.0.0.1:3306/{db}", "DROP DATABASE IF EXISTS {db}"),
+}
+
+
+def database_store(server: Server, workdir: Path) -> Iterator[MlflowStore]:
+    """A fresh database on `server`, filled by the real client, dropped afterwards."""
+    db = f"braid_{uuid.uuid4().hex[:12]}"
     try:
-        admin = psycopg2.connect(**PG_ADMIN, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        service_unavailable("PostgreSQL", exc)
-    admin.autocommit = True
+        admin = server.connect()
+    except Exception as exc:  # each driver has its own OperationalError
+        service_unavailable(server.name, exc)
     with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
+        cur.execute(f"CREATE DATABASE {db}")
     try:
-        yield write_store(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}", tmp_path_factory.mktemp("mlflow-pg"))
+        yield write_store(server.uri.format(db=db), workdir)
     finally:
         with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            cur.execute(server.drop.format(db=db))
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowStore]:
+    yield from database_store(SERVERS["postgres"], tmp_path_factory.mktemp("mlflow-pg"))
 
 
 @pytest.fixture(scope="session")
 def mariadb_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowStore]:
-    import pymysql
-
-    name = f"braid_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = pymysql.connect(**MYSQL_ADMIN, connect_timeout=5, autocommit=True)
-    except pymysql.err.OperationalError as exc:
-        service_unavailable("MariaDB", exc)
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    try:
-        yield write_store(f"mysql+pymysql://root@127.0.0.1:3306/{name}", tmp_path_factory.mktemp("mlflow-maria"))
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.close()
+    yield from database_store(SERVERS["mariadb"], tmp_path_factory.mktemp("mlflow-maria"))
 
 
 @pytest.fixture

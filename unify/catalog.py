@@ -10,7 +10,7 @@ shape: (3, 18)
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -25,8 +25,8 @@ from .store import FileRef, Manifest, load_frame, read_manifest
 
 if TYPE_CHECKING:
     from .index import GraphIndex
+    from .traversal import StopAt
 
-StopAt = pl.Expr | Callable[[pl.DataFrame], pl.Series] | None
 MAX_SUGGESTIONS = 3
 
 
@@ -146,7 +146,7 @@ class Catalog:
     # -- lineage --------------------------------------------------------------------------
     def upstream(
         self, node: str | Sequence[str], *, depth: int | None = None, kinds: Sequence[str] | None = None,
-        tools: Sequence[str] | None = None, stop_at: StopAt = None, as_of: datetime | None = None,
+        tools: Sequence[str] | None = None, stop_at: StopAt | None = None, as_of: datetime | None = None,
         same_as: bool = True,
     ) -> pl.DataFrame:
         """Everything `node` came from (against the arrows), nearest first."""
@@ -157,7 +157,7 @@ class Catalog:
 
     def downstream(
         self, node: str | Sequence[str], *, depth: int | None = None, kinds: Sequence[str] | None = None,
-        tools: Sequence[str] | None = None, stop_at: StopAt = None, as_of: datetime | None = None,
+        tools: Sequence[str] | None = None, stop_at: StopAt | None = None, as_of: datetime | None = None,
         same_as: bool = True,
     ) -> pl.DataFrame:
         """Everything that came from `node` (with the arrows), nearest first."""
