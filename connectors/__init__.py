@@ -1,7 +1,7 @@
 """Connectors: one package per tool, each turning a source into braid's normalised frames.
 
 >>> sorted(CONNECTORS)
-['mlflow']
+['dvc', 'mlflow']
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 # tool -> "module:function"; imported on first use so `braid --help` stays fast
 CONNECTORS: dict[str, str] = {
+    "dvc": "braid.connectors.dvc:read_source",
     "mlflow": "braid.connectors.mlflow:read_source",
 }
 

@@ -31,6 +31,11 @@ SOURCE_OPTIONS: dict[str, dict[str, str]] = {
         "uri": "tracking URI: sqlite:///path.db, postgresql://..., mysql://..., or http(s)://server "
                "(default: MLFLOW_TRACKING_URI)",
     },
+    "dvc": {
+        "repo": "a git repository with DVC (default: the folder of braid.toml)",
+        "branches": "local branches whose history to read (default: all)",
+        "max_commits": "read at most this many of the newest commits that changed DVC files",
+    },
 }
 COMMON_OPTIONS = {"name": "the source's name in node ids (default: the tool)", "tool": "mlflow, wandb or dvc"}
 # keys that would put a secret in the file; the message names the variable to use instead

@@ -1,9 +1,14 @@
 """`braid demo`: a realistic workspace written by the real tools, synced, and one lineage answer.
 
-The workspace is a git repository whose training script logs to MLflow (sqlite store) with the
-real mlflow client, run as its own process so MLflow records the git commit as it would for a
-user: a tuning run with nested trials, dataset inputs, metric history, logged models, and two
-registered versions of `churn` with the alias `champion`.
+The workspace is a git repository with a DVC pipeline and a training script that logs to MLflow:
+- DVC tracks `data/raw.csv` (`dvc add`), and its stage `prep` splits it into `data/train.csv`
+  and `data/test.csv` (`dvc repro`, committed);
+- at that commit, `train.py` logs to MLflow (sqlite store) with the real mlflow client, as its
+  own process so MLflow records the git commit as it would for a user: a tuning run with nested
+  trials, the two DVC outs as dataset inputs (by path) and as artifacts (by bytes), metric
+  history, logged models, and two registered versions of `churn` with the alias `champion`.
+So the answer to "what produced churn v2?" runs from MLflow's registry back through DVC's
+pipeline to the raw file, and the raw file's impact reaches MLflow's registry.
 """
 
 from __future__ import annotations
@@ -17,12 +22,33 @@ import click
 
 from .errors import UsageError
 
-TRAIN_CSV = "customer_id,tenure,monthly,churned\n" + "".join(
-    f"{i},{i % 48},{20 + (i * 7) % 80}.5,{int(i % 5 == 0)}\n" for i in range(200)
+RAW_CSV = "customer_id,tenure,monthly,churned\n" + "".join(
+    f"{i},{i % 48},{20 + (i * 7) % 80}.5,{int(i % 5 == 0)}\n" for i in range(260)
 )
-TEST_CSV = "customer_id,tenure,monthly,churned\n" + "".join(
-    f"{i},{i % 36},{25 + (i * 3) % 70}.0,{int(i % 4 == 0)}\n" for i in range(200, 260)
-)
+
+PREP_PY = '''\
+"""Split the raw customers into train and test sets."""
+import sys
+
+rows = open("data/raw.csv").read().splitlines(keepends=True)
+cut = int(1 + (len(rows) - 1) * float(sys.argv[1]))
+open("data/train.csv", "w").write("".join(rows[:cut]))
+open("data/test.csv", "w").write(rows[0] + "".join(rows[cut:]))
+'''
+
+DVC_YAML = '''\
+stages:
+  prep:
+    cmd: python prep.py ${prep.split}
+    deps:
+      - data/raw.csv
+      - prep.py
+    params:
+      - prep.split
+    outs:
+      - data/train.csv
+      - data/test.csv
+'''
 
 TRAIN_PY = '''\
 """Train churn models: a tuning run with nested trials, logged to MLflow."""
@@ -57,7 +83,7 @@ with mlflow.start_run(run_name="tune") as parent:
                 mlflow.log_metric("loss", 1.0 / (1 + lr * 10 * (step + 1)), step=step)
             acc = float(((test["tenure"] < cut).astype(int) == test["churned"]).mean())
             mlflow.log_metric("accuracy", acc)
-            mlflow.log_artifact("data/train.csv", "data")
+            mlflow.log_artifact("data/train.csv", "data")  # the DVC out's bytes
             if trial > 0:
                 info = mlflow.pyfunc.log_model(name="model", python_model=Threshold(cut), input_example=test.head(3))
                 models.append(info.model_uri)
@@ -78,6 +104,11 @@ catalog = ".braid"
 name = "mlflow"
 tool = "mlflow"
 uri = "sqlite:///mlflow.db"
+
+[[sources]]
+name = "dvc"
+tool = "dvc"
+repo = "."
 '''
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "braid demo", "GIT_AUTHOR_EMAIL": "demo@example.org",
@@ -85,7 +116,8 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "braid demo", "GIT_AUTHOR_EMAIL": "demo@example.or
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, **GIT_ENV, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, **GIT_ENV, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "PYTHONWARNINGS": "ignore",
+           "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -95,30 +127,41 @@ def _run(cmd: list[str], cwd: Path) -> str:
 
 
 def build_workspace(folder: Path) -> None:
-    """Write the demo repository and run its training script with the real mlflow client."""
+    """Write the demo repository, run its DVC pipeline with the real dvc, commit, and run the
+    training script with the real mlflow client at that commit."""
     if folder.exists() and any(folder.iterdir()):
         raise UsageError(f"{folder} is not empty", hint="give the demo a new folder: braid demo DIR")
     (folder / "data").mkdir(parents=True)
-    (folder / "data" / "train.csv").write_text(TRAIN_CSV)
-    (folder / "data" / "test.csv").write_text(TEST_CSV)
+    (folder / "data" / "raw.csv").write_text(RAW_CSV)
+    (folder / "prep.py").write_text(PREP_PY)
     (folder / "train.py").write_text(TRAIN_PY)
+    (folder / "dvc.yaml").write_text(DVC_YAML)
+    (folder / "params.yaml").write_text("prep:\n  split: 0.75\n")
     (folder / ".gitignore").write_text("mlflow.db\nmlruns/\n.braid/\n")
+    dvc = [sys.executable, "-m", "dvc"]
     _run(["git", "init", "-q", "-b", "main"], folder)
+    _run([*dvc, "init", "-q"], folder)
+    _run([*dvc, "add", "-q", "data/raw.csv"], folder)
     _run(["git", "add", "."], folder)
-    _run(["git", "commit", "-q", "-m", "churn training pipeline"], folder)
+    _run(["git", "commit", "-q", "-m", "churn data and pipeline"], folder)
+    _run([*dvc, "repro", "-q"], folder)
+    _run(["git", "add", "."], folder)
+    _run(["git", "commit", "-q", "-m", "prep: split 0.75"], folder)
     _run([sys.executable, "train.py"], folder)
     (folder / "braid.toml").write_text(BRAID_TOML)
 
 
 def run_demo(folder: Path, *, progress: bool = True) -> None:
     """Build, sync and answer: what produced churn v2, and what did the training data feed?"""
+    import polars as pl
+
     from .catalog import open_catalog
     from .config import load_config
     from .output import emit
     from .progress import progress_display
     from .sync import sync
 
-    click.echo(f"building the demo workspace in {folder} (git + the real mlflow client)...")
+    click.echo(f"building the demo workspace in {folder} (git, dvc and the real mlflow client)...")
     build_workspace(folder)
     config = load_config(folder / "braid.toml")
     with progress_display(enabled=progress) as report:
@@ -130,7 +173,7 @@ def run_demo(folder: Path, *, progress: bool = True) -> None:
     click.echo(f"$ braid upstream {version} --kinds run,dataset,code,model")
     emit(cat.upstream(version, kinds=["run", "dataset", "code", "model"])
          .select("depth", "kind", "name", "id", "via_kind"), "table")
-    dataset = cat.nodes.filter((cat.nodes["kind"] == "dataset") & (cat.nodes["name"] == "train"))["id"][0]
-    click.echo(f"\n$ braid downstream {dataset} --kinds model_version")
-    emit(cat.downstream(dataset, kinds=["model_version"]).select("depth", "name", "version", "id"), "table")
+    raw = cat.nodes.filter((pl.col("tool") == "dvc") & (pl.col("name") == "raw.csv"))["id"][0]
+    click.echo(f"\n$ braid downstream {raw} --kinds model_version")
+    emit(cat.downstream(raw, kinds=["model_version"]).select("depth", "name", "version", "id"), "table")
     click.echo(f"\nexplore: cd {folder} && braid show {version}")

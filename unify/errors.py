@@ -83,3 +83,48 @@ class CatalogMoved(CatalogError):
 
 class CatalogMissing(CatalogError):
     """No catalog has been synced at that path yet."""
+
+
+class QueryError(UsageError):
+    """A query that cannot run as written: where it is wrong, and what was probably meant.
+
+    `line` and `column` are 1-based (0 when the error has no place in the text); `str()` is
+    the one-line message and `caret()` the query line with a caret under the position.
+
+    >>> err = QueryError("no table 'runz'", line=1, column=15, query="SELECT * FROM runz", hint="did you mean 'runs'?")
+    >>> print(err)
+    line 1, column 15: no table 'runz'
+    >>> print(err.caret())
+      SELECT * FROM runz
+                    ^
+    """
+
+    def __init__(
+        self, message: str, *, line: int = 0, column: int = 0, query: str = "", hint: str | None = None,
+        length: int = 1,
+    ) -> None:
+        where = f"line {line}, column {column}: " if line else ""
+        super().__init__(where + message, hint=hint)
+        self.problem = message
+        self.line = line
+        self.column = column
+        self.query = query
+        self.length = max(1, length)
+
+    def caret(self) -> str:
+        """The query line the error is on, with `^` under the span; empty without a position."""
+        lines = self.query.splitlines()
+        if not self.line or self.line > len(lines):
+            return ""
+        text = lines[self.line - 1].expandtabs(1)
+        marks = "^" * min(self.length, max(1, len(text) - self.column + 1))
+        return f"  {text}\n  {' ' * (self.column - 1)}{marks}"
+
+
+class TransactionLogError(SourceError):
+    """A W&B `.wandb` transaction log braid cannot read: names the file and the byte offset."""
+
+    def __init__(self, path: str, message: str, *, offset: int, hint: str | None = None) -> None:
+        super().__init__(path, f"{message} (at offset {offset})", hint=hint)
+        self.path = path
+        self.offset = offset

@@ -56,9 +56,65 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def same_as_edges(nodes: pl.DataFrame) -> pl.DataFrame:
+# what a repo-reading connector (DVC) leaves for the path rule, per commit it changed files in
+LOCATION_SCHEMA = pl.Schema({"source": pl.String, "commit": pl.String, "path": pl.String, "node_id": pl.String,
+                             "root": pl.String})
+# every commit of that repo -> the latest commit at or before it that changed its tracked files
+COMMIT_STATE_SCHEMA = pl.Schema({"source": pl.String, "commit": pl.String, "state": pl.String})
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a repo-reading source's files are: the tables the path rule joins against."""
+
+    locations: pl.DataFrame  # LOCATION_SCHEMA
+    commit_states: pl.DataFrame  # COMMIT_STATE_SCHEMA
+    edges: pl.DataFrame  # input/output edges of every source: src, dst, kind
+    runs: pl.DataFrame  # id, git_commit of every run
+
+
+def path_edges(nodes: pl.DataFrame, located: Located) -> pl.DataFrame:
+    """A file a tracker names by a path inside a repo is, at its run's commit, the version the
+    repo tracked at that path then: `same_as` with the path and commit as evidence.
+
+    The path may be relative to the repo (`data/train.csv`), or absolute under its root.
+    """
+    if located.locations.height == 0 or located.commit_states.height == 0:
+        return empty("edges")
+    repos = located.locations.select("source", "root").unique()
+    sources = repos["source"].implode()
+    named = nodes.filter(pl.col("kind").is_in(DATA_KINDS) & pl.col("uri").is_not_null()
+                         & ~pl.col("source").is_in(sources)).select("id", "uri", "created_at")
+    used = located.edges.filter(pl.col("kind").is_in(["input", "output"])).select(
+        node=pl.when(pl.col("kind") == "input").then("src").otherwise("dst"),
+        run=pl.when(pl.col("kind") == "input").then("dst").otherwise("src"))
+    refs = (named.join(used, left_on="id", right_on="node")
+            .join(located.runs.select(run="id", commit=pl.col("git_commit").str.to_lowercase()).drop_nulls(), on="run")
+            .select("id", "created_at", "commit", path=pl.col("uri").str.replace(r"^file://", ""))
+            .unique(["id", "commit", "path"]))
+    relative = pl.col("path").str.replace(r"^(\./)+", "")
+    refs = refs.join(repos, how="cross").with_columns(
+        path=pl.when(pl.col("path").str.starts_with(pl.col("root") + "/"))
+        .then(pl.col("path").str.slice(pl.col("root").str.len_chars() + 1))
+        .when(~pl.col("path").str.starts_with("/") & ~pl.col("path").str.contains("://"))
+        .then(relative))
+    found = (refs.drop_nulls("path")
+             .join(located.commit_states, on=["source", "commit"])
+             .join(located.locations.rename({"commit": "state"}), on=["source", "state", "path"])
+             .join(nodes.select(node_id="id", node_time="created_at"), on="node_id")
+             .filter(pl.col("id") != pl.col("node_id")))
+    if found.height == 0:
+        return empty("edges")
+    return canonical("edges", found.select(
+        src=pl.min_horizontal("id", "node_id"), dst=pl.max_horizontal("id", "node_id"), kind=pl.lit("same_as"),
+        source=pl.lit(IDENTITY_SOURCE), created_at=pl.max_horizontal("created_at", "node_time"),
+        attrs=pl.struct(pl.lit("path").alias("evidence"), "path", "commit").struct.json_encode(),
+    ))
+
+
+def same_as_edges(nodes: pl.DataFrame, located: Located | None = None) -> pl.DataFrame:
     """`same_as` edges between the given nodes, each with its evidence in attrs."""
-    found = []
+    found = [] if located is None else [path_edges(nodes, located)]
     base = nodes.select("id", "kind", "digest", "size", "uri", "created_at")
     for rule in RULES:
         cand = base.filter(pl.col("kind").is_in(rule.kinds) & rule.where).with_columns(**rule.key)
@@ -79,5 +135,5 @@ def same_as_edges(nodes: pl.DataFrame) -> pl.DataFrame:
         ))
     if not found:
         return empty("edges")
-    # the first rule that links a pair gives its evidence
+    # a pair two rules link stays one edge; canonical order picks whose evidence it keeps
     return canonical("edges", pl.concat(found, how="diagonal_relaxed"))

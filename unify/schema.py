@@ -47,6 +47,8 @@ EDGE_KINDS: dict[str, EdgeKind] = {
     "code": EdgeKind(("code",), ("run",), "the run ran this commit"),
     "registered_as": EdgeKind(("model",), ("model_version",), "the model was registered"),
     "parent_of": EdgeKind(("run",), ("run",), "a nested or resumed child run"),
+    "part_of": EdgeKind(("dataset", "model", "artifact"), ("dataset", "model", "artifact"),
+                        "a file inside a directory or a multi-file artifact"),
     "same_as": EdgeKind(
         tuple(NODE_KINDS), tuple(NODE_KINDS),
         "the same thing seen by two tools or twice by one; evidence in attrs",
@@ -100,7 +102,7 @@ TABLES: dict[str, Table] = {
         _cols(
             ("src", pl.String(), "the cause (upstream end)"),
             ("dst", pl.String(), "the effect (downstream end)"),
-            ("kind", pl.String(), "input, output, code, registered_as, parent_of or same_as"),
+            ("kind", pl.String(), "input, output, code, registered_as, parent_of, part_of or same_as"),
             ("source", pl.String(), "the configured source name, or _identity for same_as"),
             ("created_at", UTC_TIME, "when the link came to be (UTC)"),
             ("attrs", pl.String(), "context, step, or a same_as link's evidence, as JSON"),

@@ -16,7 +16,7 @@ import polars as pl
 
 from .config import Config
 from .errors import BraidError, UsageError
-from .identity import IDENTITY_SOURCE, same_as_edges
+from .identity import COMMIT_STATE_SCHEMA, IDENTITY_SOURCE, LOCATION_SCHEMA, Located, same_as_edges
 from .schema import TABLES, canonical
 from .source import PreviousSync, Progress, SourceBatch, SourceSpec, no_progress
 from .store import FileRef, Manifest, SourceEntry, Writer, load_frame
@@ -98,7 +98,7 @@ def sync(
             result.rows = {k: v.rows for k, v in entry.tables.items()}
             result.notes = list(entry.cursor.get("notes", []))
         progress("linking identities", 0, None)
-        identity = same_as_edges(_all_nodes(new, writer.root))
+        identity = same_as_edges(_all_nodes(new, writer.root), _located(new, writer.root))
         progress("linking identities", identity.height, identity.height)
         new.sources[IDENTITY_SOURCE] = SourceEntry(
             tool="braid", tables={"edges": writer.write_frame(IDENTITY_SOURCE, "edges", identity)})
@@ -131,6 +131,24 @@ def _all_nodes(manifest: Manifest, root: Path) -> pl.DataFrame:
     frames = [load_frame(root, e.tables["nodes"]) for name, e in sorted(manifest.sources.items())
               if "nodes" in e.tables]
     return pl.concat(frames) if frames else canonical("nodes", pl.DataFrame())
+
+
+def _located(manifest: Manifest, root: Path) -> Located | None:
+    """What the path rule needs, when some source (a DVC repo) said where its files are."""
+    entries = [e for name, e in sorted(manifest.sources.items()) if name != IDENTITY_SOURCE]
+    with_paths = [e for e in entries if "locations" in e.state and "commit_states" in e.state]
+    if not with_paths:
+        return None
+    def gather(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
+        return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    return Located(
+        locations=gather([load_frame(root, e.state["locations"]) for e in with_paths], LOCATION_SCHEMA),
+        commit_states=gather([load_frame(root, e.state["commit_states"]) for e in with_paths], COMMIT_STATE_SCHEMA),
+        edges=pl.concat([load_frame(root, e.tables["edges"]).select("src", "dst", "kind") for e in entries
+                         if "edges" in e.tables]),
+        runs=pl.concat([load_frame(root, e.tables["runs"]).select("id", "git_commit") for e in entries
+                        if "runs" in e.tables]),
+    )
 
 
 def _prefixed(progress: Progress, source: str) -> Progress:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
+
+import polars as pl
+import yaml
 
 from braid.unify import open_catalog
 
@@ -22,12 +26,23 @@ def test_demo_builds_syncs_and_answers(tmp_path: Path, braid_cli) -> None:  # ty
     reg = cat.table("registry").sort("version")
     assert reg["version"].to_list() == ["1", "2"] and reg["aliases"].to_list() == [[], ["champion"]]
     runs = cat.table("runs")
-    assert sorted(runs["name"].to_list()) == ["trial-0", "trial-1", "trial-2", "tune"]
+    assert sorted(runs["name"].to_list()) == ["prep", "trial-0", "trial-1", "trial-2", "tune"]
     assert set(runs["git_commit"].to_list()) == {head}
-    # each trial logged the same train.csv: its copies are linked by their bytes
+    # DVC's lock records the split; MLflow names train.csv by path at the commit of that lock,
+    # and each trial logged a copy of its bytes: both join the DVC out
+    lock = yaml.safe_load((folder / "dvc.lock").read_text())["stages"]["prep"]
+    outs = {o["path"]: o for o in lock["outs"]}
+    train = f"dvc:dataset/data/train.csv@{outs['data/train.csv']['md5']}"
     same = cat.edges.filter(kind="same_as")
-    assert same.height == 2
-    assert (folder / "data" / "train.csv").stat().st_size in cat.nodes.filter(kind="artifact")["size"].to_list()
+    by_path = same.filter(pl.col("attrs").str.contains('"evidence":"path"'))
+    linked = {frozenset(pair) for pair in by_path.select("src", "dst").rows()}
+    mlflow_ds = {n: i for i, n in cat.nodes.filter(tool="mlflow", kind="dataset").select("id", "name").rows()}
+    assert linked == {frozenset((train, mlflow_ds["train"])),
+                      frozenset((f"dvc:dataset/data/test.csv@{outs['data/test.csv']['md5']}", mlflow_ds["test"]))}
+    assert {json.loads(a)["commit"] for a in by_path["attrs"]} == {head}
+    copies = same.filter(pl.col("attrs").str.contains(f'"digest":"md5:{outs["data/train.csv"]["md5"]}"'))
+    assert copies.height == 3  # three trials' copies plus the DVC out: a star of three links
+    assert "dvc:dataset/data/raw.csv@" in proc.stdout and "dvc:run/" in proc.stdout
 
     again = braid_cli("demo", str(folder))
     assert again.returncode == 2 and "is not empty" in again.stderr
