@@ -198,6 +198,26 @@ def mariadb_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSt
     yield from database_store(SERVERS["mariadb"], tmp_path_factory.mktemp("mlflow-maria"))
 
 
+@dataclass(frozen=True)
+class DvcRepos:
+    """DVC repositories built by the real git, dvc, gto and dvclive, and the facts they recorded."""
+
+    root: Path
+    repo: Path
+    source_repo: Path
+    facts: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def dvc_repos(tmp_path_factory: pytest.TempPathFactory) -> DvcRepos:
+    """Built once per worker (~30 s); tests using it share the `dvc` xdist group."""
+    from tests.fixtures.make_dvc_repo import make_dvc_repos
+
+    root = tmp_path_factory.mktemp("dvc")
+    facts = make_dvc_repos(root)
+    return DvcRepos(root, root / "repo", root / "source-repo", facts)
+
+
 @pytest.fixture
 def braid_cli(tmp_path: Path):
     """Run the installed `braid` console script; returns the CompletedProcess."""

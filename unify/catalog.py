@@ -10,7 +10,7 @@ shape: (3, 18)
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -175,6 +175,35 @@ class Catalog:
 
         return paths(self.index, self.nodes, self.resolve(src), self.resolve(dst), depth=depth,
                      same_as=same_as, as_of=as_of, limit=limit)
+
+    # -- query ----------------------------------------------------------------------------
+    def query(
+        self, sql: str, params: Mapping[str, Any] | None = None, *, limit: int | None = None,
+        max_rows: int | None = None,
+    ) -> pl.DataFrame:
+        """Run one SELECT in braid's SQL dialect over this generation (see docs/query.md).
+
+        Graph functions (`upstream`, `downstream`, `paths`) run on the traversal index, the
+        rest on polars; `:name` parameters come from `params`. A bad query raises QueryError
+        with its line and column; a result over `max_rows` (default 1,000,000) rows raises
+        unless `limit` caps it. `EXPLAIN SELECT …` returns the plan, one line per row.
+
+        >>> cat.query("SELECT key, value FROM params WHERE run_id = :run ORDER BY key",
+        ...           {"run": "mlflow:run/304d0953b4414212a0e72e7dedd27627"})  # doctest: +SKIP
+        shape: (2, 2)
+        ┌────────┬───────┐
+        │ key    ┆ value │
+        │ ---    ┆ ---   │
+        │ str    ┆ str   │
+        ╞════════╪═══════╡
+        │ epochs ┆ 10    │
+        │ lr     ┆ 0.01  │
+        └────────┴───────┘
+        """
+        from .query import execute
+
+        kwargs = {} if max_rows is None else {"max_rows": max_rows}
+        return execute(self, sql, params, limit=limit, **kwargs)
 
     def _starts(self, node: str | Sequence[str]) -> list[str]:
         return [self.resolve(n) for n in ([node] if isinstance(node, str) else node)]

@@ -276,6 +276,69 @@ def _json(frame: pl.DataFrame) -> str:
     return buf.getvalue()
 
 
+# -- query --------------------------------------------------------------------------------------
+def _query_help() -> str:
+    from .query import reference
+
+    # click rewraps paragraphs; the reference is laid out already, so each paragraph is kept (\b)
+    body = reference(markdown=False).split("\n", 2)[2]
+    kept = "\n\n".join("\b\n" + para for para in body.split("\n\n") if para.strip())
+    return "Run SQL over the catalog: SQL is one SELECT (or EXPLAIN SELECT); '-' reads it from stdin.\n\n" + kept
+
+
+def _param(values: tuple[str, ...]) -> dict[str, Any]:
+    """`--param run=mlflow:run/1 --param n=5`: numbers become numbers, the rest strings."""
+    params: dict[str, Any] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--param")
+        try:
+            params[name] = int(value)
+        except ValueError:
+            try:
+                params[name] = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+            except ValueError:
+                params[name] = value
+    return params
+
+
+@main.command(help=_query_help(), short_help="Run SQL with graph functions over the catalog.")
+@click.argument("sql")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="A value for :NAME (repeatable).")
+@click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
+@click.option("--emit", "engine", type=click.Choice(["duckdb", "spark", "trino", "postgres"]),
+              help="Print the query in this engine's SQL (graph functions as WITH RECURSIVE) instead of running it.")
+@format_option
+@click.pass_context
+def query(ctx: click.Context, sql: str, params: tuple[str, ...], limit: int | None, engine: str | None,
+          fmt: str) -> None:
+    from .errors import QueryError
+
+    text = sys.stdin.read() if sql == "-" else sql
+    try:
+        if engine:
+            from .query import emit_sql
+
+            click.echo(emit_sql(_catalog(ctx), text, _param(params), engine=engine))  # type: ignore[arg-type]
+            return
+        result = _catalog(ctx).query(text, _param(params), limit=limit)
+    except QueryError as exc:
+        if ctx.obj.get("debug"):
+            raise
+        click.echo(f"braid: error: {exc}", err=True)
+        caret = exc.caret()
+        if caret:
+            click.echo(caret, err=True)
+        if exc.hint:
+            click.echo(f"  hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    if list(result.columns) == ["plan"] and fmt == "table":
+        click.echo("\n".join(result["plan"].to_list()))
+        return
+    emit(result, fmt)  # type: ignore[arg-type]
+
+
 @main.command()
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default="braid-demo")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")

@@ -30,9 +30,11 @@ from ._cache import Cache
 from ._files import DvcFileError
 from ._git import Git
 from ._gto import fold, parse_tag
-from ._history import DVC_GLOBS, WORKSPACE, History, Snapshot, executions, read_history, read_workspace
+from ._files import Stage
+from ._history import DVC_GLOBS, WORKSPACE, Execution, History, Snapshot, executions, read_history, read_workspace
 from ._metrics import Lister, Reader
 from ._normalise import Graph
+from ._runcache import content_key, read_run_cache, resolve
 
 __all__ = ["read_source"]
 
@@ -78,8 +80,13 @@ def _read(spec: SourceSpec, git: Git, progress: Progress) -> SourceBatch:
         if snap is not None:
             graph.snapshot_files(snap, commit)
     children: dict[str, list[str]] = {}
+    # every metrics file the runs may read, in one batch rather than a round trip each
+    wanted = sorted({f"{r.snapshot.rev}:{p}" for r in runs if r.origin != "workspace" for p in r.snapshot.metrics_paths}
+                    | {f"{e.commit}:{p}" for e in history.experiments if e.commit in history.snapshots
+                       for p in history.snapshots[e.commit].metrics_paths})
+    known = {name: data for name, _, data in git.blobs(wanted)}
     for i, run in enumerate(runs):
-        read, listdir = _files_at(git, run.snapshot.rev, run.origin == "workspace")
+        read, listdir = _files_at(git, run.snapshot.rev, run.origin == "workspace", known)
         rid = graph.execution(run, read, listdir)
         if run.experiment is not None:
             children.setdefault(run.experiment.commit, []).append(rid)
@@ -88,9 +95,13 @@ def _read(spec: SourceSpec, git: Git, progress: Progress) -> SourceBatch:
     for exp in history.experiments:
         snap = history.snapshots.get(exp.commit)
         if snap is not None:
-            read, listdir = _files_at(git, exp.commit, False)
+            read, listdir = _files_at(git, exp.commit, False, known)
             graph.experiment(exp, snap, history.commit_info.get(exp.commit), children.get(exp.commit, []),
                              read, listdir)
+    if branches is None and spec.options.get("max_commits") is None:
+        _run_cache(graph, history, workspace, runs, cache, notes)
+    else:  # its entries would repeat executions of the history left out
+        notes.append("the run cache is read only with the whole history (no `branches`, no `max_commits`)")
     produced_by: dict[str, str] = {}
     for (src, dst, kind), edge in sorted(graph.edges.items(), key=lambda kv: str(kv[1]["created_at"])):
         if kind == "output":
@@ -116,11 +127,36 @@ def _read(spec: SourceSpec, git: Git, progress: Progress) -> SourceBatch:
     return SourceBatch(tables=graph.tables(), cursor=cursor, state=state, notes=notes)
 
 
+def _run_cache(graph: Graph, history: History, workspace: Snapshot, runs: list[Execution], cache: Cache,
+               notes: list[str]) -> None:
+    """Executions DVC's run cache remembers that no commit, experiment or the workspace records."""
+    stages: dict[str, Stage] = {}
+    for commit in reversed(history.commits):  # oldest first: the newest definition of a command wins
+        snap = history.snapshots.get(commit.sha)
+        stages.update({s.cmd: s for s in snap.stages.values() if s.cmd} if snap else {})
+    stages.update({s.cmd: s for s in workspace.stages.values() if s.cmd})
+    known = {content_key(s.cmd, s.deps, s.outs, s.params)
+             for snap in [*history.snapshots.values(), workspace] for s in snap.stages.values()}
+    known |= {content_key(r.stage.cmd, r.stage.deps, r.stage.outs, r.stage.params) for r in runs}
+    unmatched = 0
+    for cached in read_run_cache(cache.root):
+        if isinstance(cached, DvcFileError):
+            notes.append(f"skipped run-cache entry {cached}")
+            continue
+        stage = resolve(cached, stages)
+        if stage is None:
+            unmatched += 1
+        elif content_key(stage.cmd, stage.deps, stage.outs, stage.params) not in known:
+            graph.cached(stage, cached.entry, cached.mtime, workspace)
+    if unmatched:
+        notes.append(f"{unmatched} run-cache entries name a command no stage in the history has: left out")
+
+
 def _snapshot_at(history: History, commit: str) -> Snapshot | None:
     return history.snapshots.get(commit)
 
 
-def _files_at(git: Git, rev: str, workspace: bool) -> tuple[Reader, Lister]:
+def _files_at(git: Git, rev: str, workspace: bool, known: dict[str, bytes | None]) -> tuple[Reader, Lister]:
     """Read files and list folders at a revision through git, or on disk for the workspace."""
     if workspace or rev == WORKSPACE:
         root = git.root
@@ -136,7 +172,10 @@ def _files_at(git: Git, rev: str, workspace: bool) -> tuple[Reader, Lister]:
         return read_disk, list_disk
 
     def read_git(path: str) -> bytes | None:
-        return next(iter(git.blobs([f"{rev}:{path}"])))[2]
+        name = f"{rev}:{path}"
+        if name not in known:
+            known[name] = next(iter(git.blobs([name])))[2]
+        return known[name]
 
     def list_git(path: str) -> list[tuple[str, bool]]:
         return git.tree(f"{rev}:{path}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -65,6 +66,7 @@ class Stage:
     outs: tuple[Entry, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)  # flat `file:key` or `key` -> value
     signature: str = ""  # equal signatures: the same execution seen again
+    base: str = ""  # the folder its recorded paths are relative to (dvc.yaml's folder + wdir)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def _mapping(value: Any, path: str, what: str) -> Mapping[str, Any]:
     return value
 
 
-def _join(base: str, rel: str) -> str:
+def join(base: str, rel: str) -> str:
     """`rel` under the folder `base`, normalised; stays a relative path."""
     return posixpath.normpath(posixpath.join(base, rel)) if base not in ("", ".") else posixpath.normpath(rel)
 
@@ -126,7 +128,7 @@ def _entry(raw: Any, base: str, path: str, *, out: bool) -> Entry:
     md5 = raw.get("md5")
     size = raw.get("size")
     return Entry(
-        path=target if external or imported else _join(base, target),
+        path=target if external or imported else join(base, target),
         md5=str(md5) if md5 is not None else None,
         size=int(size) if isinstance(size, int) else None,
         nfiles=raw.get("nfiles"),
@@ -152,8 +154,50 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value} if prefix else {}
 
 
-def parse_lock(data: bytes, path: str, pipeline: Pipeline | None = None) -> list[Stage]:
-    """The stages a dvc.lock records, paths resolved against each stage's wdir."""
+def parse_lock(data: bytes, path: str, pipeline: Pipeline | None = None,
+               memo: dict[tuple[str, bytes, str], Stage] | None = None) -> list[Stage]:
+    """The stages a dvc.lock records, paths resolved against each stage's wdir.
+
+    With `memo`, each stage's block of text is parsed once across all the lock files read:
+    in a long history most commits change one stage and repeat the others byte for byte.
+    """
+    blocks = _stage_blocks(data) if memo is not None else None
+    if blocks is None:
+        return _parse_lock_doc(data, path, pipeline)
+    defs = pipeline.stages if pipeline else {}
+    result = []
+    for name, block in blocks:
+        definition = defs.get(name) or defs.get(name.split("@")[0]) or Definition()
+        key = (path, block, definition.wdir)
+        if key not in memo:  # type: ignore[operator]
+            try:
+                parsed = _parse_lock_doc(b"stages:\n" + block, path, pipeline)
+            except DvcFileError:  # reparse whole, for the error's true line and column
+                return _parse_lock_doc(data, path, pipeline)
+            if len(parsed) != 1:
+                return _parse_lock_doc(data, path, pipeline)
+            memo[key] = parsed[0]  # type: ignore[index]
+        result.append(memo[key])  # type: ignore[index]
+    return result
+
+
+LOCK_HEADER = b"schema: '2.0'\nstages:\n"
+STAGE_START = re.compile(rb"^  ([A-Za-z0-9_@.\-/:]+):\n", re.M)
+
+
+def _stage_blocks(data: bytes) -> list[tuple[str, bytes]] | None:
+    """The lock's stages as (name, text) as DVC writes them, or None for any other layout."""
+    if not data.startswith(LOCK_HEADER):
+        return None
+    body = data[len(LOCK_HEADER):]
+    starts = list(STAGE_START.finditer(body))
+    if not starts or starts[0].start() != 0:
+        return None
+    ends = [m.start() for m in starts[1:]] + [len(body)]
+    return [(m.group(1).decode(), body[m.start():end]) for m, end in zip(starts, ends, strict=True)]
+
+
+def _parse_lock_doc(data: bytes, path: str, pipeline: Pipeline | None) -> list[Stage]:
     doc = _mapping(load_yaml(data, path), path, "dvc.lock")
     folder = posixpath.dirname(path)
     prefix = "" if folder == "" else f"{folder}/dvc.yaml:"
@@ -164,7 +208,7 @@ def parse_lock(data: bytes, path: str, pipeline: Pipeline | None = None) -> list
     for name, raw in stages.items():
         raw = _mapping(raw, path, f"stage {name}")
         definition = defs.get(name) or defs.get(str(name).split("@")[0]) or Definition()
-        base = _join(folder, definition.wdir)
+        base = join(folder, definition.wdir)
         params: dict[str, Any] = {}
         for file, values in _mapping(raw.get("params"), path, "params").items():
             for key, value in flatten(_mapping(values, path, f"params of {file}")).items():
@@ -178,6 +222,7 @@ def parse_lock(data: bytes, path: str, pipeline: Pipeline | None = None) -> list
             outs=tuple(_entry(o, base, path, out=True) for o in raw.get("outs") or ()),
             params=params,
             signature=_signature(raw),
+            base=base,
         ))
     return result
 
@@ -209,7 +254,7 @@ def parse_pipeline(data: bytes, path: str) -> Pipeline:
         body = _mapping(raw.get("do"), path, "do") if ("foreach" in raw or "matrix" in raw) and "do" in raw else raw
         wdir = body.get("wdir", ".")
         wdir = "." if not isinstance(wdir, str) or "${" in wdir else wdir
-        base = _join(folder, wdir)
+        base = join(folder, wdir)
         stages[str(name)] = Definition(
             wdir=wdir,
             frozen=bool(body.get("frozen", False)),
@@ -222,7 +267,7 @@ def parse_pipeline(data: bytes, path: str) -> Pipeline:
     for name, raw in _mapping(doc.get("artifacts"), path, "artifacts").items():
         raw = dict(_mapping(raw, path, f"artifact {name}"))
         if isinstance(raw.get("path"), str) and not _is_external(raw["path"]):
-            raw["path"] = _join(folder, raw["path"])
+            raw["path"] = join(folder, raw["path"])
         artifacts[str(name)] = raw
     return Pipeline(stages, _paths(doc.get("metrics"), folder), _paths(doc.get("plots"), folder), artifacts)
 
@@ -235,7 +280,7 @@ def parse_artifacts_yaml(data: bytes, path: str) -> dict[str, Mapping[str, Any]]
     for name, raw in doc.items():
         raw = dict(_mapping(raw, path, f"artifact {name}"))
         if isinstance(raw.get("path"), str) and not _is_external(raw["path"]):
-            raw["path"] = _join(folder, raw["path"])
+            raw["path"] = join(folder, raw["path"])
         out[str(name)] = raw
     return out
 
@@ -248,7 +293,7 @@ def _paths(value: Any, base: str) -> frozenset[str]:
             out.add(item)
         elif isinstance(item, Mapping):
             out.update(str(k) for k in item)
-    return frozenset(p if _is_external(p) else _join(base, p) for p in out)
+    return frozenset(p if _is_external(p) else join(base, p) for p in out)
 
 
 def _command(cmd: Any) -> str | None:

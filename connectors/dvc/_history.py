@@ -11,6 +11,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,21 +44,33 @@ class Snapshot:
     pipelines: dict[str, Pipeline] = field(default_factory=dict)
     artifacts: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def metrics_paths(self) -> set[str]:
+    # filled once the snapshot is complete; asked for every dep and out
+    @cached_property
+    def metrics_paths(self) -> frozenset[str]:
         out: set[str] = set()
         for pipeline in self.pipelines.values():
             out |= pipeline.metrics
             for definition in pipeline.stages.values():
                 out |= definition.metrics
-        return out
+        return frozenset(out)
 
-    def plots_paths(self) -> set[str]:
+    @cached_property
+    def plots_paths(self) -> frozenset[str]:
         out: set[str] = set()
         for pipeline in self.pipelines.values():
             out |= pipeline.plots
             for definition in pipeline.stages.values():
                 out |= definition.plots
-        return out
+        return frozenset(out)
+
+    @cached_property
+    def out_paths(self) -> frozenset[str]:
+        return frozenset(o.path for s in self.stages.values() for o in s.outs)
+
+    @cached_property
+    def model_paths(self) -> frozenset[str]:
+        return frozenset(a["path"] for a in self.artifacts.values()
+                         if a.get("type") == "model" and isinstance(a.get("path"), str))
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,7 @@ class SnapshotReader:
         self.git = git
         self.paths = sorted(set(paths))
         self._parsed: dict[tuple[str, str, str], Any] = {}
+        self._stages: dict[tuple[str, bytes, str], Stage] = {}  # lock stage blocks, parsed once
         self.problems: list[Problem] = []
 
     def read(self, revs: Iterable[str]) -> dict[str, Snapshot]:
@@ -122,7 +136,7 @@ class SnapshotReader:
             yaml_path = posixpath.join(posixpath.dirname(path), "dvc.yaml")
             pipeline = snap.pipelines.get(yaml_path)
             yaml_sha = found[yaml_path][0] if yaml_path in found else ""
-            stages = self._parse(rev, path, found[path], yaml_sha, lambda d, p: parse_lock(d, p, pipeline))
+            stages = self._parse(rev, path, found[path], yaml_sha, lambda d, p: parse_lock(d, p, pipeline, self._stages))
             for stage in stages or ():
                 snap.stages[stage.name] = stage
         for path in sorted(p for p in found if p.endswith(".dvc")):

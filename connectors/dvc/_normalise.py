@@ -96,25 +96,32 @@ class Graph:
     def entry(self, entry: Entry, snap: Snapshot, when: datetime | None, *, out: Entry | None = None) -> str:
         """The node for a dep or out as recorded at this snapshot."""
         kind = kind_of(entry.path, snap) if not (entry.repo or entry.external) else "dataset"
-        attrs: dict[str, Any] = {"path": entry.path, "md5": entry.md5, "nfiles": entry.nfiles,
-                                 "etag": entry.etag, "cache": None if entry.cache else False}
-        digest, size, uri = self._digest(entry), entry.size, entry.path
         if entry.repo:  # `dvc import`: the source repo's file at its exact commit
-            url, rev_lock = str(entry.repo.get("url", "")), str(entry.repo.get("rev_lock", ""))
-            native = f"{url.rstrip('/')}/{entry.path}@{rev_lock or 'unlocked'}"
-            attrs |= {"repo": dict(entry.repo)}
-            uri = f"{url.rstrip('/')}/{entry.path}"
-            if out is not None:  # the dep holds the bytes the import copied
-                digest, size = self._digest(out), out.size
+            url, rev_lock = str(entry.repo.get("url", "")).rstrip("/"), str(entry.repo.get("rev_lock", ""))
+            native = f"{url}/{entry.path}@{rev_lock or 'unlocked'}"
         elif entry.external:  # `dvc import-url`
             native = f"{entry.path}@{entry.md5 or entry.etag or 'unhashed'}"
         else:
             native = f"{entry.path}@{entry.md5 or 'unhashed-' + snap.rev[:12]}"
+        nid = node_id(self.source, kind, native)
+        if nid in self.nodes:  # seen in an earlier commit: only its earliest time may move
+            self.node(nid, when)
+            if entry.is_dir and not (entry.repo or entry.external):
+                self._expand(nid, entry, kind, when)
+            return nid
+        attrs: dict[str, Any] = {"path": entry.path, "md5": entry.md5, "nfiles": entry.nfiles,
+                                 "etag": entry.etag, "cache": None if entry.cache else False}
+        digest, size, uri = self._digest(entry), entry.size, entry.path
+        if entry.repo:
+            attrs |= {"repo": dict(entry.repo)}
+            uri = f"{url}/{entry.path}"
+            if out is not None:  # the dep holds the bytes the import copied
+                digest, size = self._digest(out), out.size
         if entry.legacy:
             attrs["hash"] = "md5-d2u"
-        nid = self.node(node_id(self.source, kind, native), when, kind=kind, name=entry.path.rsplit("/", 1)[-1],
-                        version=(entry.md5 or entry.etag or "")[:12] or None, digest=digest, size=size, uri=uri,
-                        attrs=_json(attrs))
+        self.node(nid, when, kind=kind, name=entry.path.rsplit("/", 1)[-1],
+                  version=(entry.md5 or entry.etag or "")[:12] or None, digest=digest, size=size, uri=uri,
+                  attrs=_json(attrs))
         if entry.is_dir and not (entry.repo or entry.external):
             self._expand(nid, entry, kind, when)
         return nid
@@ -184,7 +191,6 @@ class Graph:
         cid = self.code(code_sha, _time(commit.committed) if commit else None)
         if cid:
             self.edge(cid, rid, "code", when)
-        outs_by_path = {o.path: o for o in stage.outs}
         for dep in stage.deps:
             dep_out = stage.outs[0] if dep.repo and len(stage.outs) == 1 else None
             self.edge(self.entry(dep, snap, when, out=dep_out), rid, "input", when)
@@ -192,7 +198,24 @@ class Graph:
             self.edge(rid, self.entry(out, snap, when), "output", when)
         for key, value in stage.params.items():
             self.params.append({"run_id": rid, "key": key, "value": _value(value), "source": self.source})
-        self._metrics(rid, [o for o in stage.outs if o.path in snap.metrics_paths()], outs_by_path, when, read, listdir)
+        self._metrics(rid, stage.outs, snap, when, read, listdir)
+        return rid
+
+    def cached(self, stage: Stage, entry: str, mtime: float, snap: Snapshot) -> str:
+        """An execution only DVC's run cache remembers: never committed, or its commit is gone."""
+        when = datetime.fromtimestamp(mtime, UTC)
+        rid = node_id(self.source, "run", f"run-cache/{entry}")
+        self.node(rid, when, kind="run", name=stage.name, status="cached",
+                  attrs=_json({"stage": stage.name, "cmd": stage.cmd, "origin": "run-cache", "entry": stage.file}))
+        self.runs.append({"id": rid, "tool": TOOL, "source": self.source, "project": self.project, "name": stage.name,
+                          "status": "cached", "started_at": when,
+                          "environment": _json({"cmd": stage.cmd, "run_cache_entry": stage.file})})
+        for dep in stage.deps:
+            self.edge(self.entry(dep, snap, when), rid, "input", when)
+        for out in stage.outs:
+            self.edge(rid, self.entry(out, snap, when), "output", when)
+        for key, value in stage.params.items():
+            self.params.append({"run_id": rid, "key": key, "value": _value(value), "source": self.source})
         return rid
 
     def experiment(self, exp: Experiment, snap: Snapshot, commit: Commit | None, children: list[str],
@@ -218,14 +241,19 @@ class Graph:
             params.update(stage.params)
         for key, value in params.items():
             self.params.append({"run_id": rid, "key": key, "value": _value(value), "source": self.source})
-        outs = [o for s in snap.stages.values() for o in s.outs if o.path in snap.metrics_paths()]
-        self._metrics(rid, outs, {o.path: o for o in outs}, when, read, listdir)
+        self._metrics(rid, tuple(o for s in snap.stages.values() for o in s.outs), snap, when, read, listdir)
         return rid
 
-    def _metrics(self, rid: str, files: list[Entry], outs: Mapping[str, Entry], when: datetime | None,
+    def _metrics(self, rid: str, written: tuple[Entry, ...], snap: Snapshot, when: datetime | None,
                  read: Reader, listdir: Lister) -> None:
+        """The run's metrics files, and the dvclive folders it wrote into (history, params)."""
         stamp = int(when.timestamp() * 1000) if when else None
-        lives = dvclive_dirs(f.path for f in files)
+        declared = snap.metrics_paths
+        outs = {o.path: o for o in written}
+        files = [o for o in written if o.path in declared]
+        # dvclive's folder is declared by its metrics.json; the run that owns it wrote its plots
+        lives = {d for d in dvclive_dirs(declared) if any(_under(o.path, [d]) for o in written)}
+        files += [Entry(f"{d}/metrics.json") for d in sorted(lives) if f"{d}/metrics.json" not in outs]
         points: list[Point] = []
         for folder in sorted(lives):
             points += dvclive_history(folder, self._reader(outs, read), listdir)
@@ -237,7 +265,8 @@ class Graph:
             if data is None:
                 continue
             for key, value in metrics_file(data, file.path).items():
-                if key not in with_history:
+                # dvclive's metrics.json also holds its own step counter: not a metric
+                if key not in with_history and not (key == "step" and posixpath.dirname(file.path) in lives):
                     points.append(Point(key, 0, value, stamp))
         for p in points:
             self.metrics.append({"run_id": rid, "key": p.key, "step": p.step,
@@ -299,18 +328,25 @@ class Graph:
 def kind_of(path: str, snap: Snapshot) -> str:
     """A path's node kind at a snapshot: a model by dvc.yaml's artifacts, an artifact for metrics,
     plots and git-tracked deps, else a dataset."""
-    for spec in snap.artifacts.values():
-        if spec.get("path") == path and spec.get("type") == "model":
-            return "model"
-    if _under(path, snap.metrics_paths() | snap.plots_paths()):
+    if path in snap.model_paths:
+        return "model"
+    if _under(path, snap.metrics_paths | snap.plots_paths):
         return "artifact"
-    if any(path == o.path or path.startswith(o.path + "/") for s in snap.stages.values() for o in s.outs):
+    if _under(path, snap.out_paths):
         return "dataset"
     return "artifact"  # a dep that no stage or `dvc add` tracks lives in git: code or config
 
 
 def _under(path: str, folders: Iterable[str]) -> bool:
-    return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
+    """`path` is one of `folders` or inside one (checked by its parents, not by scanning)."""
+    if path in folders:
+        return True
+    parent = path
+    while "/" in parent:
+        parent = parent.rsplit("/", 1)[0]
+        if parent in folders:
+            return True
+    return False
 
 
 def _definition(stage: Stage, snap: Snapshot) -> Any:

@@ -159,4 +159,10 @@ def test_a_shallow_clone_reads_what_it_has_and_says_history_is_missing(tmp_path:
     shutil.copytree(full / ".dvc" / "cache", shallow / ".dvc" / "cache")
     batch = read(shallow)
     assert any("shallow clone" in n for n in batch.notes)
-    assert batch.tables["runs"]["id"].to_list() == [f"pipe:run/{DVC3_COMMIT}/prep"]
+    runs = batch.tables["runs"]
+    assert runs.filter(pl.col("status") == "completed")["id"].to_list() == [f"pipe:run/{DVC3_COMMIT}/prep"]
+    # the commit the clone lacks ran prep with prep.upper=true: DVC's run cache still has it
+    cached = runs.filter(pl.col("status") == "cached")
+    assert cached["name"].to_list() == ["prep"]
+    params = batch.tables["params"].filter(pl.col("run_id") == cached["id"][0])
+    assert params.select("key", "value").rows() == [("prep.upper", "true")]
