@@ -23,6 +23,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/bench_traversal.py
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_dvc_history.py
 
 clean:
 	rm -rf $(VENV) braid-demo .pytest_cache

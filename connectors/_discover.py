@@ -33,11 +33,17 @@ def _is_mlflow_sqlite(path: Path) -> bool:
 
 
 def _walk(root: Path) -> Iterator[Path]:
+    """Files and folders under `root`, shallow first, skipping tools' own folders."""
     for dirpath, dirnames, filenames in os.walk(root):
         depth = len(Path(dirpath).relative_to(root).parts)
+        yield Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and depth < MAX_DEPTH)
         for name in sorted(filenames):
             yield Path(dirpath) / name
+
+
+def _is_dvc_repo(path: Path) -> bool:
+    return (path / ".dvc" / "config").is_file()
 
 
 def discover(folder: Path) -> list[dict[str, Any]]:
@@ -51,7 +57,10 @@ def discover(folder: Path) -> list[dict[str, Any]]:
         return []
     found: list[dict[str, Any]] = []
     for path in _walk(folder):
-        if path.suffix in {".db", ".sqlite", ".sqlite3"} and _is_mlflow_sqlite(path):
+        if path.is_dir():
+            if _is_dvc_repo(path):
+                found.append({"tool": "dvc", "repo": path.relative_to(folder).as_posix() or "."})
+        elif path.suffix in {".db", ".sqlite", ".sqlite3"} and _is_mlflow_sqlite(path):
             rel = path.relative_to(folder).as_posix()
             found.append({"tool": "mlflow", "uri": f"sqlite:///{rel}"})
     uri = os.environ.get("MLFLOW_TRACKING_URI")

@@ -33,7 +33,7 @@ from ._gto import fold, parse_tag
 from ._files import Stage
 from ._history import DVC_GLOBS, WORKSPACE, Execution, History, Snapshot, executions, read_history, read_workspace
 from ._metrics import Lister, Reader
-from ._normalise import Graph
+from ._normalise import Graph, Kinds
 from ._runcache import content_key, read_run_cache, resolve
 
 __all__ = ["read_source"]
@@ -45,11 +45,21 @@ def read_source(spec: SourceSpec, *, previous: PreviousSync | None, progress: Pr
     root = spec.path("repo") or Path(".").resolve()
     if not root.is_dir():
         raise SourceError(spec.name, f"{root}: no such folder", hint="set `repo` to a git repository with DVC")
+    _check_options(spec)
     with Git(root, source=spec.name) as git:
         if not (git.root / ".dvc").is_dir():
             raise SourceError(spec.name, f"{git.root} is a git repository but not a DVC one (no .dvc folder)",
                               hint="run `dvc init` there, or point `repo` at the DVC repository")
         return _read(spec, git, progress)
+
+
+def _check_options(spec: SourceSpec) -> None:
+    branches, limit = spec.options.get("branches"), spec.options.get("max_commits")
+    if branches is not None and (not isinstance(branches, list) or not all(isinstance(b, str) for b in branches)):
+        raise SourceError(spec.name, f"`branches` must be a list of branch names, not {branches!r}",
+                          hint='branches = ["main"]')
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise SourceError(spec.name, f"`max_commits` must be a positive whole number, not {limit!r}")
 
 
 def _read(spec: SourceSpec, git: Git, progress: Progress) -> SourceBatch:
@@ -74,7 +84,8 @@ def _read(spec: SourceSpec, git: Git, progress: Progress) -> SourceBatch:
     progress("reading history", len(history.commits), len(history.commits))
 
     cache = Cache.of_repo(git.root)
-    graph = Graph(spec.name, project=git.root.name, cache=cache)
+    graph = Graph(spec.name, project=git.root.name, cache=cache,
+                  kinds=Kinds.of([*history.snapshots.values(), workspace]))
     for i, commit in enumerate(reversed(history.commits)):  # oldest first: earliest times win cheaply
         snap = history.snapshots.get(commit.sha)
         if snap is not None:

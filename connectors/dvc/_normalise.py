@@ -55,6 +55,7 @@ class Graph:
     source: str
     project: str
     cache: Cache
+    kinds: Kinds
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     edges: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -95,7 +96,7 @@ class Graph:
     # -- data versions ---------------------------------------------------------------------
     def entry(self, entry: Entry, snap: Snapshot, when: datetime | None, *, out: Entry | None = None) -> str:
         """The node for a dep or out as recorded at this snapshot."""
-        kind = kind_of(entry.path, snap) if not (entry.repo or entry.external) else "dataset"
+        kind = self.kinds(entry.path) if not (entry.repo or entry.external) else "dataset"
         if entry.repo:  # `dvc import`: the source repo's file at its exact commit
             url, rev_lock = str(entry.repo.get("url", "")).rstrip("/"), str(entry.repo.get("rev_lock", ""))
             native = f"{url}/{entry.path}@{rev_lock or 'unlocked'}"
@@ -325,16 +326,34 @@ class Graph:
         }
 
 
-def kind_of(path: str, snap: Snapshot) -> str:
-    """A path's node kind at a snapshot: a model by dvc.yaml's artifacts, an artifact for metrics,
-    plots and git-tracked deps, else a dataset."""
-    if path in snap.model_paths:
-        return "model"
-    if _under(path, snap.metrics_paths | snap.plots_paths):
-        return "artifact"
-    if _under(path, snap.out_paths):
-        return "dataset"
-    return "artifact"  # a dep that no stage or `dvc add` tracks lives in git: code or config
+@dataclass(frozen=True)
+class Kinds:
+    """Which node kind a repo path is, decided once over every snapshot read, so one version of
+    a file is one node whatever commit names it: a model if dvc.yaml's artifacts (or
+    artifacts.yaml) ever call it one, an artifact if it is a metrics or plots file, a dataset
+    if a stage or `dvc add` tracks it, else an artifact (a dep git tracks: code, config)."""
+
+    models: frozenset[str] = frozenset()
+    reports: frozenset[str] = frozenset()  # metrics and plots
+    tracked: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, snapshots: Iterable[Snapshot]) -> Kinds:
+        models: set[str] = set()
+        reports: set[str] = set()
+        tracked: set[str] = set()
+        for snap in snapshots:
+            models |= snap.model_paths
+            reports |= snap.metrics_paths | snap.plots_paths
+            tracked |= snap.out_paths
+        return cls(frozenset(models), frozenset(reports), frozenset(tracked))
+
+    def __call__(self, path: str) -> str:
+        if path in self.models:
+            return "model"
+        if _under(path, self.reports):
+            return "artifact"
+        return "dataset" if _under(path, self.tracked) else "artifact"
 
 
 def _under(path: str, folders: Iterable[str]) -> bool:

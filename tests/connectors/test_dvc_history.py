@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -166,3 +167,45 @@ def test_a_shallow_clone_reads_what_it_has_and_says_history_is_missing(tmp_path:
     assert cached["name"].to_list() == ["prep"]
     params = batch.tables["params"].filter(pl.col("run_id") == cached["id"][0])
     assert params.select("key", "value").rows() == [("prep.upper", "true")]
+
+
+def test_init_discovers_the_repo_and_sync_reads_it(tmp_path: Path, braid_cli) -> None:  # type: ignore[no-untyped-def]
+    clone_dvc2(tmp_path)
+    init = braid_cli("init", cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    assert 'tool = "dvc"' in (tmp_path / "braid.toml").read_text()
+    assert 'repo = "pipeline"' in (tmp_path / "braid.toml").read_text()
+    synced = braid_cli("sync", cwd=tmp_path)
+    assert synced.returncode == 0, synced.stderr
+    shown = braid_cli("show", f"dvc:run/{DVC2_COMMIT}/prep", "--format", "json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "prep.upper" in shown.stdout
+
+
+def test_gto_versions_described_by_artifacts_yaml(tmp_path: Path) -> None:
+    """GTO's own artifacts.yaml names the model; the real `gto` writes the registry tags."""
+    repo = clone_dvc2(tmp_path)
+    (repo / "artifacts.yaml").write_text("cleaner:\n  type: model\n  path: data/clean.csv\n  description: the cleaned table\n")
+    git(repo, "add", "artifacts.yaml")
+    git(repo, "commit", "-qm", "describe the artifact")
+    gto = Path(sys.executable).parent / "gto"
+    subprocess.run([str(gto), "register", "cleaner", "--version", "v1.0.0"], cwd=repo, env=GIT_ENV, check=True,
+                   capture_output=True)
+    subprocess.run([str(gto), "assign", "cleaner", "--version", "v1.0.0", "--stage", "prod"], cwd=repo, env=GIT_ENV,
+                   check=True, capture_output=True)
+    tags = git(repo, "tag", "--list").split()
+    assert sorted(tags) == ["cleaner#prod#1", "cleaner@v1.0.0"]
+    batch = read(repo)
+    row = batch.tables["registry"].row(0, named=True)
+    assert (row["name"], row["version"], row["stage"]) == ("cleaner", "v1.0.0", "prod")
+    assert row["model_id"] == f"pipe:model/data/clean.csv@{CLEAN_MD5}"
+    assert row["run_id"] == f"pipe:run/{DVC2_COMMIT}/prep"  # the execution that first wrote those bytes
+    assert [e["tag"] for e in json.loads(row["events"])] == ["cleaner@v1.0.0", "cleaner#prod#1"]
+
+
+@pytest.mark.parametrize(("option", "value"), [("branches", "main"), ("max_commits", "ten"), ("max_commits", 0)])
+def test_bad_options_are_named(tmp_path: Path, option: str, value: object) -> None:
+    repo = clone_dvc2(tmp_path)
+    with pytest.raises(SourceError) as err:
+        read(repo, **{option: value})
+    assert option in str(err.value)
