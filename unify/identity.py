@@ -88,6 +88,10 @@ def path_edges(nodes: pl.DataFrame, located: Located) -> pl.DataFrame:
     used = located.edges.filter(pl.col("kind").is_in(["input", "output"])).select(
         node=pl.when(pl.col("kind") == "input").then("src").otherwise("dst"),
         run=pl.when(pl.col("kind") == "input").then("dst").otherwise("src"))
+    # a file inside an artifact (a W&B manifest entry) is used by the runs that use the artifact
+    inside = located.edges.filter(pl.col("kind") == "part_of").select(node="src", whole="dst").join(
+        used.rename({"node": "whole"}), on="whole").select("node", "run")
+    used = pl.concat([used, inside])
     refs = (named.join(used, left_on="id", right_on="node")
             .join(located.runs.select(run="id", commit=pl.col("git_commit").str.to_lowercase()).drop_nulls(), on="run")
             .select("id", "created_at", "commit", path=pl.col("uri").str.replace(r"^file://", ""))

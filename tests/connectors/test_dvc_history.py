@@ -201,6 +201,18 @@ def test_gto_versions_described_by_artifacts_yaml(tmp_path: Path) -> None:
     assert row["model_id"] == f"pipe:model/data/clean.csv@{CLEAN_MD5}"
     assert row["run_id"] == f"pipe:run/{DVC2_COMMIT}/prep"  # the execution that first wrote those bytes
     assert [e["tag"] for e in json.loads(row["events"])] == ["cleaner@v1.0.0", "cleaner#prod#1"]
+    status = batch.tables["nodes"].filter(pl.col("kind") == "model_version")["status"].to_list()
+    assert status == ["registered"]
+
+    # deprecating the artifact: GTO writes `cleaner@deprecated#N`; the version keeps its history
+    subprocess.run([str(gto), "deprecate", "cleaner"], cwd=repo, env=GIT_ENV, check=True, capture_output=True)
+    deprecation = [t for t in git(repo, "tag", "--list").split() if "deprecated" in t]
+    assert len(deprecation) == 1
+    batch = read(repo)
+    row = batch.tables["registry"].row(0, named=True)
+    assert [e["event"] for e in json.loads(row["events"])] == ["registration", "assignment", "deprecation"]
+    assert json.loads(row["events"])[-1]["tag"] == deprecation[0]
+    assert batch.tables["nodes"].filter(pl.col("kind") == "model_version")["status"].to_list() == ["deprecated"]
 
 
 @pytest.mark.parametrize(("option", "value"), [("branches", "main"), ("max_commits", "ten"), ("max_commits", 0)])

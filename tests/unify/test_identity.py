@@ -66,3 +66,34 @@ def test_a_batch_with_an_impossible_edge_is_a_connector_bug() -> None:
         SourceBatch(tables={"nodes": nodes, "edges": pl.DataFrame({"src": ["m:run/1"], "dst": ["m:dataset/d"], "kind": ["input"]})})
     with pytest.raises(ValueError, match="unknown node kind 'table'"):
         SourceBatch(tables={"nodes": pl.DataFrame({"id": ["m:table/x"], "kind": ["table"]})})
+
+
+def test_a_path_named_at_a_commit_is_the_repo_version_tracked_there() -> None:
+    from braid.unify.identity import Located, path_edges
+
+    c1, c2, c3 = "1" * 40, "2" * 40, "3" * 40  # c3 changed only code: the repo's files are c2's
+    v1, v2 = "dvc:dataset/data/train.csv@aa", "dvc:dataset/data/train.csv@bb"
+    n = conform("nodes", pl.DataFrame({
+        "id": [v1, v2, "m:dataset/rel", "m:dataset/abs", "w:artifact/a", "w:artifact/a/train.csv", "m:dataset/other"],
+        "kind": ["dataset"] * 4 + ["artifact"] * 2 + ["dataset"],
+        "source": ["dvc", "dvc", "m", "m", "w", "w", "m"],
+        "uri": ["data/train.csv", "data/train.csv", "./data/train.csv", "/repo/data/train.csv", None,
+                "file:///repo/data/train.csv", "data/test.csv"],
+    }))
+    located = Located(
+        locations=pl.DataFrame({"source": ["dvc", "dvc"], "commit": [c1, c2], "path": ["data/train.csv"] * 2,
+                                "node_id": [v1, v2], "root": ["/repo", "/repo"]}),
+        commit_states=pl.DataFrame({"source": ["dvc"] * 3, "commit": [c1, c2, c3], "state": [c1, c2, c2]}),
+        edges=pl.DataFrame({"src": ["m:dataset/rel", "m:dataset/abs", "w:run/1", "w:artifact/a/train.csv",
+                                    "m:dataset/other", v1],
+                            "dst": ["m:run/1", "m:run/2", "w:artifact/a", "w:artifact/a", "m:run/1", "dvc:run/x"],
+                            "kind": ["input", "input", "output", "part_of", "input", "input"]}),
+        runs=pl.DataFrame({"id": ["m:run/1", "m:run/2", "w:run/1", "dvc:run/x"], "git_commit": [c1, c3, c2.upper(), c2]}),
+    )
+    found = {(s, d): json.loads(a) for s, d, a in path_edges(n, located).select("src", "dst", "attrs").rows()}
+    assert found == {
+        ("dvc:dataset/data/train.csv@aa", "m:dataset/rel"): {"evidence": "path", "path": "data/train.csv", "commit": c1},
+        ("dvc:dataset/data/train.csv@bb", "m:dataset/abs"): {"evidence": "path", "path": "data/train.csv", "commit": c3},
+        ("dvc:dataset/data/train.csv@bb", "w:artifact/a/train.csv"): {"evidence": "path", "path": "data/train.csv",
+                                                                    "commit": c2},
+    }
