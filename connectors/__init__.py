@@ -1,7 +1,7 @@
 """Connectors: one package per tool, each turning a source into braid's normalised frames.
 
 >>> sorted(CONNECTORS)
-['dvc', 'mlflow']
+['dvc', 'mlflow', 'wandb']
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 CONNECTORS: dict[str, str] = {
     "dvc": "braid.connectors.dvc:read_source",
     "mlflow": "braid.connectors.mlflow:read_source",
+    "wandb": "braid.connectors.wandb:read_source",
 }
 
 

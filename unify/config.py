@@ -36,6 +36,13 @@ SOURCE_OPTIONS: dict[str, dict[str, str]] = {
         "branches": "local branches whose history to read (default: all)",
         "max_commits": "read at most this many of the newest commits that changed DVC files",
     },
+    "wandb": {
+        "path": "a folder of W&B run folders (run-*/offline-run-*, at any depth), e.g. \"wandb\"",
+        "entity": "W&B entity (team or user); also the entity of offline runs, which record none "
+                  "(default: offline)",
+        "project": "W&B project, for reading runs from a W&B server (not supported yet)",
+        "base_url": "W&B server URL, for self-hosted servers (not supported yet; the key comes from WANDB_API_KEY)",
+    },
 }
 COMMON_OPTIONS = {"name": "the source's name in node ids (default: the tool)", "tool": "mlflow, wandb or dvc"}
 # keys that would put a secret in the file; the message names the variable to use instead
