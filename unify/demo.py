@@ -7,8 +7,11 @@ The workspace is a git repository with a DVC pipeline and a training script that
   own process so MLflow records the git commit as it would for a user: a tuning run with nested
   trials, the two DVC outs as dataset inputs (by path) and as artifacts (by bytes), metric
   history, logged models, and two registered versions of `churn` with the alias `champion`.
+- at the same commit, `evaluate.py` logs two offline W&B runs with the real wandb SDK: each
+  evaluates a threshold on the test split and logs the DVC train split as a `dataset` artifact.
 So the answer to "what produced churn v2?" runs from MLflow's registry back through DVC's
-pipeline to the raw file, and the raw file's impact reaches MLflow's registry.
+pipeline to the raw file, and the raw file's impact reaches MLflow's registry and the W&B
+artifacts holding the same bytes.
 """
 
 from __future__ import annotations
@@ -96,6 +99,23 @@ client.set_model_version_tag("churn", "2", "validated", "true")
 print(parent.info.run_id)
 '''
 
+EVALUATE_PY = '''\
+"""Evaluate thresholds on the test split, logged to W&B offline (no account needed)."""
+import pandas as pd
+import wandb
+
+test = pd.read_csv("data/test.csv")
+for cut, lr in [(12, 0.03), (18, 0.01)]:
+    run = wandb.init(project="churn", name=f"eval-cut-{cut}", job_type="evaluate", config={"cut": cut, "lr": lr})
+    for step, frac in enumerate([0.25, 0.5, 1.0]):
+        part = test.head(int(len(test) * frac))
+        run.log({"accuracy": float(((part["tenure"] < cut).astype(int) == part["churned"]).mean())}, step=step)
+    split = wandb.Artifact("churn-train", type="dataset", metadata={"source": "dvc: data/train.csv"})
+    split.add_file("data/train.csv", name="train.csv")  # the DVC out's bytes
+    run.log_artifact(split)
+    run.finish()
+'''
+
 BRAID_TOML = '''\
 # braid.toml for the demo workspace
 catalog = ".braid"
@@ -109,16 +129,27 @@ uri = "sqlite:///mlflow.db"
 name = "dvc"
 tool = "dvc"
 repo = "."
+
+[[sources]]
+name = "wandb"
+tool = "wandb"
+path = "wandb"
 '''
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "braid demo", "GIT_AUTHOR_EMAIL": "demo@example.org",
            "GIT_COMMITTER_NAME": "braid demo", "GIT_COMMITTER_EMAIL": "demo@example.org"}
 
 
+# quiet, offline, no telemetry: the demo reaches nothing beyond this machine
+TOOL_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "PYTHONWARNINGS": "ignore", "DVC_NO_ANALYTICS": "1",
+            "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_CODE": "true"}
+
+
 def _run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, **GIT_ENV, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "PYTHONWARNINGS": "ignore",
-           "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = {**os.environ, **GIT_ENV, **TOOL_ENV, "WANDB_DIR": str(cwd),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for variable in ("MLFLOW_TRACKING_URI", "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT"):
+        env.pop(variable, None)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -135,9 +166,10 @@ def build_workspace(folder: Path) -> None:
     (folder / "data" / "raw.csv").write_text(RAW_CSV)
     (folder / "prep.py").write_text(PREP_PY)
     (folder / "train.py").write_text(TRAIN_PY)
+    (folder / "evaluate.py").write_text(EVALUATE_PY)
     (folder / "dvc.yaml").write_text(DVC_YAML)
     (folder / "params.yaml").write_text("prep:\n  split: 0.75\n")
-    (folder / ".gitignore").write_text("mlflow.db\nmlruns/\n.braid/\n")
+    (folder / ".gitignore").write_text("mlflow.db\nmlruns/\n.braid/\nwandb/\n")
     dvc = [sys.executable, "-m", "dvc"]
     _run(["git", "init", "-q", "-b", "main"], folder)
     _run([*dvc, "init", "-q"], folder)
@@ -148,6 +180,7 @@ def build_workspace(folder: Path) -> None:
     _run(["git", "add", "."], folder)
     _run(["git", "commit", "-q", "-m", "prep: split 0.75"], folder)
     _run([sys.executable, "train.py"], folder)
+    _run([sys.executable, "evaluate.py"], folder)
     (folder / "braid.toml").write_text(BRAID_TOML)
 
 
@@ -161,7 +194,7 @@ def run_demo(folder: Path, *, progress: bool = True) -> None:
     from .progress import progress_display
     from .sync import sync
 
-    click.echo(f"building the demo workspace in {folder} (git, dvc and the real mlflow client)...")
+    click.echo(f"building the demo workspace in {folder} (git, dvc, mlflow and wandb)...")
     build_workspace(folder)
     config = load_config(folder / "braid.toml")
     with progress_display(enabled=progress) as report:
@@ -174,6 +207,7 @@ def run_demo(folder: Path, *, progress: bool = True) -> None:
     emit(cat.upstream(version, kinds=["run", "dataset", "code", "model"])
          .select("depth", "kind", "name", "id", "via_kind"), "table")
     raw = cat.nodes.filter((pl.col("tool") == "dvc") & (pl.col("name") == "raw.csv"))["id"][0]
-    click.echo(f"\n$ braid downstream {raw} --kinds model_version")
-    emit(cat.downstream(raw, kinds=["model_version"]).select("depth", "name", "version", "id"), "table")
+    click.echo(f"\n$ braid downstream {raw} --kinds dataset,model_version")
+    emit(cat.downstream(raw, kinds=["dataset", "model_version"]).select("depth", "tool", "name", "id", "via_kind"),
+         "table")
     click.echo(f"\nexplore: cd {folder} && braid show {version}")

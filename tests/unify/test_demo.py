@@ -26,8 +26,10 @@ def test_demo_builds_syncs_and_answers(tmp_path: Path, braid_cli) -> None:  # ty
     reg = cat.table("registry").sort("version")
     assert reg["version"].to_list() == ["1", "2"] and reg["aliases"].to_list() == [[], ["champion"]]
     runs = cat.table("runs")
-    assert sorted(runs["name"].to_list()) == ["prep", "trial-0", "trial-1", "trial-2", "tune"]
-    assert set(runs["git_commit"].to_list()) == {head}
+    assert sorted(runs["name"].to_list()) == ["eval-cut-12", "eval-cut-18", "prep", "trial-0", "trial-1",
+                                              "trial-2", "tune"]
+    assert set(runs["git_commit"].to_list()) == {head}  # all three tools ran at the same commit
+    assert set(runs["tool"].to_list()) == {"mlflow", "dvc", "wandb"}
     # DVC's lock records the split; MLflow names train.csv by path at the commit of that lock,
     # and each trial logged a copy of its bytes: both join the DVC out
     lock = yaml.safe_load((folder / "dvc.lock").read_text())["stages"]["prep"]
@@ -41,7 +43,12 @@ def test_demo_builds_syncs_and_answers(tmp_path: Path, braid_cli) -> None:  # ty
                       frozenset((f"dvc:dataset/data/test.csv@{outs['data/test.csv']['md5']}", mlflow_ds["test"]))}
     assert {json.loads(a)["commit"] for a in by_path["attrs"]} == {head}
     copies = same.filter(pl.col("attrs").str.contains(f'"digest":"md5:{outs["data/train.csv"]["md5"]}"'))
-    assert copies.height == 3  # three trials' copies plus the DVC out: a star of three links
+    # the DVC out, three MLflow trials' copies and the W&B artifact file: one star of four links
+    ends = set(copies["src"]) | set(copies["dst"])
+    assert copies.height == 4 and train in ends
+    assert [i for i in ends if i.startswith("wandb:")] == [
+        i for i in cat.nodes.filter(tool="wandb", name="train.csv")["id"]]
+    assert "wandb:dataset/" in proc.stdout  # the raw file's impact reaches W&B's artifact
     assert "dvc:dataset/data/raw.csv@" in proc.stdout and "dvc:run/" in proc.stdout
 
     again = braid_cli("demo", str(folder))
