@@ -1,8 +1,9 @@
 """`braid demo`: a realistic workspace written by the real tools, synced, and one lineage answer.
 
 The workspace is a git repository with a DVC pipeline and a training script that logs to MLflow:
-- DVC tracks `data/raw.csv` (`dvc add`), and its stage `prep` splits it into `data/train.csv`
-  and `data/test.csv` (`dvc repro`, committed);
+- DVC tracks `data/raw.csv` (`dvc add`), its stage `prep` splits it into `data/train.csv`
+  and `data/test.csv`, and `baseline` scores a tenure threshold on the test split into
+  `baseline.json` (`dvc repro`, committed); `dvc exp run` tries another threshold;
 - at that commit, `train.py` logs to MLflow (sqlite store) with the real mlflow client, as its
   own process so MLflow records the git commit as it would for a user: a tuning run with nested
   trials, the two DVC outs as dataset inputs (by path) and as artifacts (by bytes), metric
@@ -39,6 +40,19 @@ open("data/train.csv", "w").write("".join(rows[:cut]))
 open("data/test.csv", "w").write(rows[0] + "".join(rows[cut:]))
 '''
 
+BASELINE_PY = '''\
+"""Score the baseline rule (churn when tenure < cut) on the test split."""
+import json
+
+import pandas as pd
+import yaml
+
+cut = yaml.safe_load(open("params.yaml"))["baseline"]["cut"]
+test = pd.read_csv("data/test.csv")
+json.dump({"accuracy": float(((test["tenure"] < cut).astype(int) == test["churned"]).mean())},
+          open("baseline.json", "w"))
+'''
+
 DVC_YAML = '''\
 stages:
   prep:
@@ -51,6 +65,16 @@ stages:
     outs:
       - data/train.csv
       - data/test.csv
+  baseline:
+    cmd: python baseline.py
+    deps:
+      - data/test.csv
+      - baseline.py
+    params:
+      - baseline.cut
+    metrics:
+      - baseline.json:
+          cache: false
 '''
 
 TRAIN_PY = '''\
@@ -168,7 +192,8 @@ def build_workspace(folder: Path) -> None:
     (folder / "train.py").write_text(TRAIN_PY)
     (folder / "evaluate.py").write_text(EVALUATE_PY)
     (folder / "dvc.yaml").write_text(DVC_YAML)
-    (folder / "params.yaml").write_text("prep:\n  split: 0.75\n")
+    (folder / "baseline.py").write_text(BASELINE_PY)
+    (folder / "params.yaml").write_text("prep:\n  split: 0.75\nbaseline:\n  cut: 6\n")
     (folder / ".gitignore").write_text("mlflow.db\nmlruns/\n.braid/\nwandb/\n")
     dvc = [sys.executable, "-m", "dvc"]
     _run(["git", "init", "-q", "-b", "main"], folder)
@@ -178,7 +203,8 @@ def build_workspace(folder: Path) -> None:
     _run(["git", "commit", "-q", "-m", "churn data and pipeline"], folder)
     _run([*dvc, "repro", "-q"], folder)
     _run(["git", "add", "."], folder)
-    _run(["git", "commit", "-q", "-m", "prep: split 0.75"], folder)
+    _run(["git", "commit", "-q", "-m", "prep: split 0.75, baseline cut 6"], folder)
+    _run([*dvc, "exp", "run", "-q", "--temp", "--name", "cut-24", "--set-param", "baseline.cut=24"], folder)
     _run([sys.executable, "train.py"], folder)
     _run([sys.executable, "evaluate.py"], folder)
     (folder / "braid.toml").write_text(BRAID_TOML)

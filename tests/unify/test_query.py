@@ -128,12 +128,6 @@ def test_6_upstream_as_of_a_past_date(cat: Catalog, facts: dict[str, Any]) -> No
     assert before.is_empty()  # the version did not exist yet
 
 
-def test_7_runs_that_used_a_dataset_seen_by_more_than_one_source(cat: Catalog) -> None:
-    got = cat.query(example(7))
-    # both shared stores logged train.csv with the same MLflow digest; the session store did not
-    assert got["run_id"].to_list() == [NEW_TRAIN, OLD_TRAIN]
-
-
 def test_8_distinct_datasets_per_registered_version(cat: Catalog, facts: dict[str, Any]) -> None:
     got = cat.query(example(8))
     counts = {(n, v): c for n, v, c in got.iter_rows()}

@@ -9,7 +9,8 @@ from __future__ import annotations
 from ..schema import TABLES
 from ._functions import ARG_TYPES, GRAPH_FUNCTIONS, SQL_FUNCTIONS
 
-# The example questions of issue 5; tests/unify/test_query_examples.py runs each of them.
+# The example questions of issue 5; tests/unify/test_query_examples.py runs each of them on the
+# demo's MLflow + DVC + W&B catalog, tests/unify/test_query.py on several MLflow sources.
 EXAMPLES: tuple[tuple[str, str], ...] = (
     ("Every dataset version and commit upstream of a registered model version",
      "SELECT id, kind, tool, depth FROM upstream(:model_version, kinds => ['dataset', 'code'])"),
@@ -31,12 +32,13 @@ EXAMPLES: tuple[tuple[str, str], ...] = (
      "WHERE a.value IS DISTINCT FROM b.value ORDER BY key"),
     ("What was upstream of a model version as of a past date",
      "SELECT id, kind, depth FROM upstream(:model_version, as_of => :moment)"),
-    ("Runs that used a dataset whose bytes appear in more than one tool or source",
-     "WITH shared AS (SELECT digest FROM nodes WHERE digest IS NOT NULL\n"
-     "                GROUP BY digest HAVING count(DISTINCT source) > 1)\n"
-     "SELECT DISTINCT e.dst AS run_id, d.id AS dataset FROM nodes d\n"
-     "JOIN edges e ON e.src = d.id AND e.kind = 'input'\n"
-     "WHERE d.kind = 'dataset' AND d.digest IN (SELECT digest FROM shared) ORDER BY 1, 2"),
+    ("Runs that used a dataset whose bytes another tool holds too (its same_as twins, depth 0)",
+     "SELECT DISTINCT r.tool, r.name AS run, d.id AS dataset\n"
+     "FROM nodes d JOIN edges e ON e.src = d.id AND e.kind = 'input' JOIN runs r ON r.id = e.dst\n"
+     "WHERE d.kind = 'dataset' AND d.id IN (\n"
+     "  SELECT t.start FROM nodes x, upstream(x.id, depth => 1) t\n"
+     "  WHERE x.kind = 'dataset' AND t.depth = 0 AND t.tool <> x.tool)\n"
+     "ORDER BY 1, 2, 3"),
     ("For each registered model version, the number of distinct datasets in its lineage",
      "SELECT r.name, r.version, count(DISTINCT u.id) AS datasets\n"
      "FROM registry r, upstream(r.model_version_id, kinds => ['dataset']) u\n"
