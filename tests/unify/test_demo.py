@@ -26,8 +26,9 @@ def test_demo_builds_syncs_and_answers(tmp_path: Path, braid_cli) -> None:  # ty
     reg = cat.table("registry").sort("version")
     assert reg["version"].to_list() == ["1", "2"] and reg["aliases"].to_list() == [[], ["champion"]]
     runs = cat.table("runs")
-    assert sorted(runs["name"].to_list()) == ["eval-cut-12", "eval-cut-18", "prep", "trial-0", "trial-1",
-                                              "trial-2", "tune"]
+    # DVC: prep and baseline at the commit, the experiment cut-24 and the baseline it re-ran
+    assert sorted(runs["name"].to_list()) == ["baseline", "baseline", "cut-24", "eval-cut-12", "eval-cut-18",
+                                              "prep", "trial-0", "trial-1", "trial-2", "tune"]
     assert set(runs["git_commit"].to_list()) == {head}  # all three tools ran at the same commit
     assert set(runs["tool"].to_list()) == {"mlflow", "dvc", "wandb"}
     # DVC's lock records the split; MLflow names train.csv by path at the commit of that lock,
