@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -13,8 +14,6 @@ from braid.unify.errors import QueryError
 from braid.unify.query import emit_sql
 from braid.unify.query._reference import EXAMPLES
 from tests.unify.test_query import NEW_TRAIN, NEW_VERSION, OLD_DATASET, OLD_TRAIN, cat, facts, workspace  # noqa: F401
-
-duckdb = pytest.importorskip("duckdb")
 
 
 def cases(f: dict[str, Any], c: Catalog) -> list[tuple[str, dict[str, Any]]]:
@@ -25,7 +24,11 @@ def cases(f: dict[str, Any], c: Catalog) -> list[tuple[str, dict[str, Any]]]:
         (EXAMPLES[3][1], {"metric": "loss"}),
         (EXAMPLES[4][1], {"run_a": f["train"], "run_b": OLD_TRAIN}),
         (EXAMPLES[5][1], {"model_version": f["v2"], "moment": c.node(f["v2"])["created_at"]}),
-        (EXAMPLES[6][1], {}),
+        (EXAMPLES[2][1], {"dataset": OLD_DATASET, "model_version": NEW_VERSION}),
+        (EXAMPLES[7][1], {}),
+        ("SELECT id, kind FROM nodes FOR SYSTEM_TIME AS OF :t ORDER BY id", {"t": c.node(f["v2"])["created_at"]}),
+        ("SELECT e.src, e.dst FROM edges FOR SYSTEM_TIME AS OF :t e", {"t": c.node(f["v2"])["created_at"]}),
+        ("SELECT p.run_id, p.key FROM params p FOR SYSTEM_TIME AS OF :t", {"t": c.node(f["v2"])["created_at"]}),
         ("SELECT id, depth, via_kind FROM upstream(:v) WHERE kind <> 'code'", {"v": NEW_VERSION}),
         ("SELECT id, depth FROM downstream(:d, same_as => false)", {"d": OLD_DATASET}),
         ("SELECT id, depth FROM upstream(:v, stop_at => kind = 'run')", {"v": f["v2"]}),
@@ -59,8 +62,10 @@ def test_other_engines_get_recursive_sql_or_a_note(cat: Catalog, engine: str) ->
         assert "read_parquet" not in text.lower() and "--   nodes: " in text
 
 
-def test_what_has_no_recursive_form_says_so(cat: Catalog) -> None:  # noqa: F811
-    with pytest.raises(QueryError, match=r"paths\(\) has no --emit form yet") as err:
-        emit_sql(cat, "SELECT * FROM paths(:a, :b)", {"a": OLD_DATASET, "b": NEW_VERSION})
-    assert err.value.column == 15
+def test_what_has_no_emitted_form_says_so(cat: Catalog) -> None:  # noqa: F811
+    with pytest.raises(QueryError, match=r"one node id at each end") as err:
+        emit_sql(cat, "SELECT * FROM paths((SELECT id FROM nodes), :b)", {"b": NEW_VERSION})
+    assert 21 <= err.value.column <= 43  # inside the subquery
+    with pytest.raises(QueryError, match="EXPLAIN has no --emit form"):
+        emit_sql(cat, "EXPLAIN SELECT id FROM nodes")
     assert NEW_TRAIN  # the fixtures' ids are shared with test_query
