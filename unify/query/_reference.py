@@ -32,13 +32,17 @@ EXAMPLES: tuple[tuple[str, str], ...] = (
      "WHERE a.value IS DISTINCT FROM b.value ORDER BY key"),
     ("What was upstream of a model version as of a past date",
      "SELECT id, kind, depth FROM upstream(:model_version, as_of => :moment)"),
-    ("Runs that used a dataset whose bytes another tool holds too (its same_as twins, depth 0)",
-     "SELECT DISTINCT r.tool, r.name AS run, d.id AS dataset\n"
-     "FROM nodes d JOIN edges e ON e.src = d.id AND e.kind = 'input' JOIN runs r ON r.id = e.dst\n"
-     "WHERE d.kind = 'dataset' AND d.id IN (\n"
-     "  SELECT t.start FROM nodes x, upstream(x.id, depth => 1) t\n"
-     "  WHERE x.kind = 'dataset' AND t.depth = 0 AND t.tool <> x.tool)\n"
-     "ORDER BY 1, 2, 3"),
+    ("Runs that used a dataset whose bytes another tool holds too (a same_as link, or two: identity\n"
+     " links each group of equal things to one of them)",
+     "WITH link AS (SELECT src AS a, dst AS b FROM edges WHERE kind = 'same_as'\n"
+     "              UNION ALL SELECT dst AS a, src AS b FROM edges WHERE kind = 'same_as'),\n"
+     "     twin AS (SELECT a, b FROM link\n"
+     "              UNION SELECT l1.a, l2.b FROM link l1 JOIN link l2 ON l2.a = l1.b WHERE l2.b <> l1.a),\n"
+     "     shared AS (SELECT DISTINCT t.a AS id FROM twin t JOIN nodes x ON x.id = t.a JOIN nodes y ON y.id = t.b\n"
+     "                WHERE x.kind = 'dataset' AND x.tool <> y.tool)\n"
+     "SELECT DISTINCT r.tool, r.name AS run, e.src AS dataset\n"
+     "FROM edges e JOIN shared s ON s.id = e.src JOIN runs r ON r.id = e.dst\n"
+     "WHERE e.kind = 'input' ORDER BY 1, 2, 3"),
     ("For each registered model version, the number of distinct datasets in its lineage",
      "SELECT r.name, r.version, count(DISTINCT u.id) AS datasets\n"
      "FROM registry r, upstream(r.model_version_id, kinds => ['dataset']) u\n"
