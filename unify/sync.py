@@ -48,15 +48,18 @@ class SyncReport:
 def merge(batch: SourceBatch, previous: SourceEntry | None, root: Path) -> dict[str, pl.DataFrame | FileRef]:
     """The source's full tables: the batch, plus kept rows of partially read tables.
 
-    A partial table whose runs are exactly the previous generation's, none of them rewritten,
-    is the previous file itself: it is neither read nor written again.
+    A partial table keeps the previous rows of every run still alive and not rewritten, and
+    adds the batch's rows: a connector that read only the new part of a run (a grown log)
+    sends just those rows. One whose runs are exactly the previous generation's, none of them
+    rewritten and no row added, is the previous file itself: neither read nor written again.
     """
     tables: dict[str, pl.DataFrame | FileRef] = dict(batch.tables)
     alive = batch.tables["runs"]["id"]
     for name in batch.partial:
         if previous is None or name not in previous.tables:
             raise ValueError(f"partial table {name} without a previous generation")
-        if not batch.rewritten_runs and alive.equals(load_frame(root, previous.tables["runs"])["id"]):
+        if not batch.rewritten_runs and batch.tables[name].is_empty() \
+                and alive.equals(load_frame(root, previous.tables["runs"])["id"]):
             tables[name] = previous.tables[name]
             continue
         run_col = TABLES[name].run_column
