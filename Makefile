@@ -24,6 +24,7 @@ bench: setup
 	$(BIN)/python bench/bench_traversal.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_dvc_history.py
+	$(BIN)/python bench/bench_verify.py
 
 clean:
 	rm -rf $(VENV) braid-demo .pytest_cache

@@ -339,6 +339,113 @@ def query(ctx: click.Context, sql: str, params: tuple[str, ...], limit: int | No
     emit(result, fmt)  # type: ignore[arg-type]
 
 
+# -- export / verify ----------------------------------------------------------------------------
+EXPORT_FORMATS = ("openlineage", "dot", "mermaid", "graphml", "parquet")
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True,
+              help="openlineage: run events as NDJSON (or POSTed with --url); dot, mermaid: pictures; "
+                   "graphml: interchange for networkx, Gephi, yEd; parquet: every table, one file each.")
+@click.option("--query", "sql", metavar="SQL",
+              help="Export only the nodes this query returns (an `id` column) and the edges between them.")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="File to write (a folder for parquet); default: stdout.")
+@click.option("--url", help="openlineage only: POST each event to this OpenLineage endpoint (e.g. "
+                            "http://localhost:5000, which posts to /api/v1/lineage, or a full endpoint URL).")
+@click.option("--max-nodes", type=click.IntRange(min=1),
+              help="Largest picture to draw (default: 300 for mermaid, 5000 for dot).")
+@click.pass_context
+def export(ctx: click.Context, fmt: str, sql: str | None, output: Path | None, url: str | None,
+           max_nodes: int | None) -> None:
+    """Write the graph, or the part a query chooses, for other tools to read.
+
+    \b
+    braid export --format openlineage -o lineage.ndjson
+    braid export --format openlineage --url http://localhost:5000      # Marquez, or any OpenLineage endpoint
+    braid export --format mermaid --query "SELECT id FROM upstream('mlflow:model_version/churn/2')"
+    braid export --format dot | dot -Tsvg > lineage.svg
+    braid export --format parquet -o lineage/
+
+    \b
+    OpenLineage: one job per MLflow experiment, W&B project or DVC stage; each run a START and
+    an end event with its input and output datasets and facets (version = content digest,
+    schema, ownership, symlinks for the same bytes in another tool, source code location, and a
+    `braid` facet with params, latest metrics, tool and node id). A token for the endpoint
+    comes from OPENLINEAGE_API_KEY.
+    """
+    from .export import PICTURES, openlineage_events, post_events, select_graph, write_ndjson, write_parquet
+    from .progress import progress_display
+
+    if url and fmt != "openlineage":
+        raise UsageError("--url posts OpenLineage events", hint="use it with --format openlineage")
+    if url and output:
+        raise UsageError("--url and --output both name where to write", hint="choose one")
+    graph = select_graph(_catalog(ctx), sql)
+    if fmt == "parquet":
+        if output is None:
+            raise UsageError("parquet export writes a folder", hint="name it: --output DIR")
+        files = write_parquet(graph, output)
+        click.echo(f"wrote {len(files)} tables ({graph.nodes.height} nodes, {graph.edges.height} edges) to {output}",
+                   err=True)
+        return
+    if fmt == "openlineage":
+        events = openlineage_events(graph)
+        if url:
+            with progress_display() as progress:
+                sent = post_events(events, url, progress=progress)
+            click.echo(f"posted {sent} OpenLineage events to {url}", err=True)
+            return
+        if output is None:
+            write_ndjson(events, sys.stdout)
+            return
+        with output.open("w", encoding="utf-8") as fh:
+            n = write_ndjson(events, fh)
+        click.echo(f"wrote {n} OpenLineage events to {output}", err=True)
+        return
+    text = PICTURES[fmt](graph.nodes, graph.edges, max_nodes=max_nodes) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote a {fmt} picture of {graph.nodes.height} nodes to {output}", err=True)
+
+
+@main.command()
+@click.argument("node", required=False)
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Files hashed at once (default: CPUs + 2).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@format_option
+@click.pass_context
+def verify(ctx: click.Context, node: str | None, jobs: int | None, quiet: bool, fmt: str) -> None:
+    """Prove the bytes behind NODE's lineage (or the whole catalog) are the bytes the tools recorded.
+
+    \b
+    For NODE and everything upstream of it, every file braid can reach is hashed again (md5,
+    streaming, in parallel) and compared with what its tool recorded:
+      dvc cache      objects by the md5 in dvc.lock / .dvc (DVC 2: CRLF counted as LF, as DVC 2 did)
+      workspace      the file at a DVC-tracked path (a mismatch only for the version HEAD names)
+      local file     MLflow artifacts in a local store, W&B file:// references (md5 braid or W&B took)
+      mlflow model   the files of an MLflow model on local disk
+      wandb cache    W&B's artifact cache (WANDB_CACHE_DIR), by md5
+    Reports each file verified or mismatched (tool, node, expected, found, file) and each node
+    whose bytes braid cannot reach. Exit 1 when anything mismatched.
+    """
+    from .export import verify as run_verify
+
+    report = run_verify(_catalog(ctx), node, workers=jobs, progress=not quiet)
+    rows = report.rows
+    if fmt == "table":
+        rows = rows.with_columns(pl.col("file").fill_null(""))
+    emit(rows, fmt)  # type: ignore[arg-type]
+    if fmt == "table":
+        click.echo(report.summary())
+    if not report.ok:
+        bad = report.counts["mismatched"]
+        click.echo(f"braid: error: {bad} file(s) differ from what their tools recorded", err=True)
+        sys.exit(1)
+
+
 @main.command()
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default="braid-demo")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
