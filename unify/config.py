@@ -40,8 +40,10 @@ SOURCE_OPTIONS: dict[str, dict[str, str]] = {
         "path": "a folder of W&B run folders (run-*/offline-run-*, at any depth), e.g. \"wandb\"",
         "entity": "W&B entity (team or user); also the entity of offline runs, which record none "
                   "(default: offline)",
-        "project": "W&B project, for reading runs from a W&B server (not supported yet)",
-        "base_url": "W&B server URL, for self-hosted servers (not supported yet; the key comes from WANDB_API_KEY)",
+        "project": "W&B project: read its runs from the W&B server through the public API (with `entity`; "
+                   "the key comes from WANDB_API_KEY)",
+        "base_url": "W&B server URL, for self-hosted servers (default: WANDB_BASE_URL, else https://api.wandb.ai)",
+        "timeout": "seconds to wait for each W&B API request before retrying it, twice (default: 30)",
     },
 }
 COMMON_OPTIONS = {"name": "the source's name in node ids (default: the tool)", "tool": "mlflow, wandb or dvc"}

@@ -1,4 +1,5 @@
-"""The W&B connector: local run folders, read from their `.wandb` transaction logs.
+"""The W&B connector: local run folders, read from their `.wandb` transaction logs, and runs
+on a W&B server, read through the public API (`_api`).
 
 Steps: find run folders under `path` (`run-*` and `offline-run-*`, at any depth; `latest-run`
 is a symlink and is skipped) -> read each log whose size or mtime changed since the last sync
@@ -7,8 +8,18 @@ run id), a resumed run's folders in the order they ran -> build the graph (`_nor
 
     [[sources]]
     tool = "wandb"
-    path = "wandb"              # a folder of run folders, relative to braid.toml
-    # entity = "team"           # names offline runs' entity (default: `offline`)
+    path = "wandb"              # a folder of run folders, relative to braid.toml; and/or
+    entity = "team"             # names offline runs' entity (default: `offline`), and
+    project = "churn"           # reads entity/project from the server (key: WANDB_API_KEY)
+    # base_url = "https://wandb.example.org"   # a self-hosted server (default: WANDB_BASE_URL)
+
+Both at once: a run read from its folder and from the server is one run (the same ids), folded
+from both. The server's view wins where it knows more: status (the server's state), history
+(complete on the server, steps continued across resumed segments), artifacts (versions,
+aliases now, inputs, registry links), config, summary, tags and names. The folder adds what
+only it knows: the start time to the microsecond (the server gives the second), the run folder
+(the node's `uri`; the run's page is in attrs as `url`), its segments, the exit code, and any
+artifact it logged that the server does not hold. A run only one side has is read from there.
 
 Incremental syncs: the state keeps each run's fold (everything but its history) and the
 size and mtime of its files. A run whose files are all unchanged is not read again: its
@@ -21,21 +32,29 @@ again at every sync, read or not.
 
 Damage never stops a sync: a file that is not a transaction log, a newer store version, a
 truncated tail or a corrupt block becomes a note naming the file and the offset, and every
-whole record before and after it is used.
+whole record before and after it is used. A server that refuses the key, does not answer, or
+answers errors to the list of runs fails the source (the previous sync's rows stay); a failed
+request about one run (its history, artifacts, a manifest) is a note naming the request, and
+the rest is read: a run whose history could not be read keeps its metrics from the last sync.
+Runs on the server are read whole at every sync (the API has no cheap "what changed").
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from braid.unify.errors import SourceError, TransactionLogError
 from braid.unify.source import PreviousSync, Progress, SourceBatch, SourceSpec
 
+from ._api import ApiRuns, read_api
 from ._folders import RunFile, find_run_files, group_segments, open_files
 from ._fold import RunFold, Segment, fold_run, read_segment, run_key
 from ._normalise import normalise, run_node
@@ -50,38 +69,101 @@ STALE_AFTER_SECONDS = 15 * 60
 
 
 def read_source(spec: SourceSpec, *, previous: PreviousSync | None, progress: Progress) -> SourceBatch:
-    """Read the W&B run folders under the source's `path` into braid's frames."""
+    """Read the W&B run folders under the source's `path`, and/or the runs of `entity/project`
+    on a W&B server, into braid's frames."""
     root = spec.path("path")
-    if root is None:
-        raise SourceError(spec.name, "no `path`: set it to a folder of W&B run folders (e.g. \"wandb\")",
-                          hint="reading runs from a W&B server (entity, project) is not supported yet")
-    if not root.exists():
-        raise SourceError(spec.name, f"{root}: no such folder", hint="set `path` to a folder of W&B run folders")
-    progress("finding runs", 0, None)
-    files = find_run_files(root)
-    notes: list[str] = []
-    if not files:
-        notes.append(f"{root}: no runs (no run-*/offline-run-* folder holding a run-<id>.wandb file)")
+    project = spec.options.get("project")
     default_entity = spec.options.get("entity")
-    kept = _previous_folds(previous, default_entity)
-    folds, rewritten = _fold_all(files, kept, spec.name, default_entity, notes, progress)
-    for fold in folds:
-        notes += fold.issues
-    writing = _liveness([f for f in folds if not f.has_exit])
-    tables = normalise(folds, spec.name, writing=writing,
-                       history_of=None if kept is None else frozenset(rewritten))
+    if root is None and project is None:
+        raise SourceError(spec.name, "no `path` and no `project`: set `path` to a folder of W&B run folders "
+                          "(e.g. \"wandb\"), or `entity` and `project` to read runs from a W&B server")
+    if project is not None and not default_entity:
+        raise SourceError(spec.name, f"`project = {project!r}` needs `entity` (the W&B team or user that owns it)")
+    if root is not None and not root.exists():
+        raise SourceError(spec.name, f"{root}: no such folder", hint="set `path` to a folder of W&B run folders")
+    notes: list[str] = []
+    api = None
+    if project is not None:  # first: a server that cannot be read fails the source before any work
+        timeout = spec.options.get("timeout")
+        api = read_api(spec.name, entity=str(default_entity), project=str(project),
+                       base_url=spec.options.get("base_url"), timeout=float(timeout) if timeout else None,
+                       notes=notes, progress=progress)
+    folds: list[RunFold] = []
+    rewritten: list[str] = []
+    kept = None
+    files: list[RunFile] = []
+    if root is not None:
+        progress("finding runs", 0, None)
+        files = find_run_files(root)
+        if not files:
+            notes.append(f"{root}: no runs (no run-*/offline-run-* folder holding a run-<id>.wandb file)")
+        kept = _previous_folds(previous, default_entity)
+        folds, rewritten = _fold_all(files, kept, spec.name, default_entity, notes, progress)
+        for fold in folds:
+            notes += fold.issues
     state = {"folds": pl.DataFrame(
         [(run_node(spec.name, f.entity, f.project, f.run_id), f.to_json()) for f in folds],
         schema=FOLDS_SCHEMA, orient="row").sort("run_id")}
+    fresh = set(rewritten)
+    if api is not None:
+        folds, fresh = _with_server(folds, fresh, api, spec.name)
+    partial = kept is not None or bool(api and api.without_history)
+    writing = _liveness([f for f in folds if not f.has_exit and f.segments])
+    tables = normalise(folds, spec.name, writing=writing, history_of=frozenset(fresh) if partial else None)
+    cursor: dict[str, Any] = {"version": CURSOR_VERSION, "entity": default_entity, "runs": len(folds),
+                              "files": len(files), "read": len(fresh)}
+    if api is not None:
+        cursor["api"] = {"project": project, "base_url": _without_userinfo(spec.options.get("base_url")),
+                         "runs": len(api.folds)}
     return SourceBatch(
         tables=tables,
-        cursor={"version": CURSOR_VERSION, "entity": default_entity, "runs": len(folds), "files": len(files),
-                "read": len(rewritten)},
+        cursor=cursor,
         state=state,
-        partial=frozenset() if kept is None else frozenset({"metrics"}),
-        rewritten_runs=frozenset(rewritten),
+        partial=frozenset({"metrics"}) if partial else frozenset(),
+        rewritten_runs=frozenset(fresh),
         notes=notes,
     )
+
+
+def _with_server(folds: list[RunFold], fresh: set[str], api: ApiRuns, source: str) -> tuple[list[RunFold], set[str]]:
+    """The folder's runs and the server's as one list: a run both hold is folded from both
+    (`_merged`). Returns the runs and the node ids of those whose history was read now."""
+    by_key = {(f.entity, f.project, f.run_id): f for f in folds}
+    fresh = set(fresh)
+    for served in api.folds:
+        key = (served.entity, served.project, served.run_id)
+        rid = run_node(source, *key)
+        local = by_key.get(key)
+        if key not in api.without_history:
+            fresh.add(rid)
+        by_key[key] = served if local is None else _merged(local, served)
+    return [by_key[k] for k in sorted(by_key)], fresh
+
+
+def _merged(local: RunFold, served: RunFold) -> RunFold:
+    """One run from its folder and from the server: the server wins where it knows more (see
+    the module docstring), the folder fills in what the server does not give."""
+    known = {(a["type"], a["name"], a["digest"]) for a in served.artifacts}
+    starts = [t for t in (local.started_at, served.started_at) if t is not None]
+    ends = [t for t in (local.ended_at, served.ended_at) if t is not None]
+    return dataclasses.replace(
+        served,
+        run=local.run | served.run,
+        # the server gives the start to the second; the folder's is the same moment, to the microsecond
+        started_at=local.started_at if local.started_at is not None else (min(starts) if starts else None),
+        ended_at=max(ends) if ends else None,
+        environment=local.environment | served.environment,
+        artifacts=served.artifacts + [a for a in local.artifacts if (a["type"], a["name"], a["digest"]) not in known],
+        used_artifacts=local.used_artifacts, linked_artifacts=local.linked_artifacts,
+        has_exit=local.has_exit or served.has_exit, exit_code=local.exit_code,
+        segments=local.segments, issues=local.issues,
+        histories=served.histories if served.histories else local.histories,
+        last_step=served.last_step if served.histories else local.last_step,
+    )
+
+
+def _without_userinfo(url: str | None) -> str | None:
+    return None if url is None else re.sub(r"://[^/@\s]+@", "://", str(url))
 
 
 def _previous_folds(previous: PreviousSync | None, entity: str | None) -> dict[str, RunFold] | None:

@@ -39,6 +39,9 @@ from ._txlog import LogRead, _record_class, read_log
 Ops = dict[tuple[str, ...], str | None]
 SYSTEM_KEYS = frozenset({"_step", "_timestamp", "_runtime"})
 CRASHED_EXIT_CODE = 254
+# a W&B server's run states -> braid's (`preempting`/`preempted` runs stopped without finishing)
+SERVER_STATES = {"finished": "finished", "failed": "failed", "crashed": "crashed", "running": "running",
+                 "killed": "failed", "preempting": "crashed", "preempted": "crashed"}
 # offline runs know no entity (the server names it when the run is synced)
 OFFLINE_ENTITY = "offline"
 DEFAULT_PROJECT = "uncategorized"  # W&B's own name for runs logged without a project
@@ -252,8 +255,11 @@ def _legacy_metadata(path: Path) -> dict[str, Any]:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    if not isinstance(meta, dict):
-        return {}
+    return legacy_environment(meta) if isinstance(meta, dict) else {}
+
+
+def legacy_environment(meta: dict[str, Any]) -> dict[str, Any]:
+    """A `wandb-metadata.json` in the older SDKs' form as an environment record's fields."""
     return {LEGACY_METADATA_KEYS.get(k, k): v for k, v in meta.items()
             if k not in LEGACY_METADATA_DROPPED and v not in (None, [], {})}
 
@@ -303,6 +309,9 @@ class RunFold:
     issues: list[str]
     # not kept between syncs: one (history, step offset) per segment
     histories: list[tuple[History, int]] = field(default_factory=list, repr=False)
+    # artifacts the run used, in the form of `artifacts`: only the public API knows them
+    # (offline runs cannot record inputs; online runs send them to the server, not the folder)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def files(self) -> list[tuple[str, int, int]]:
@@ -440,7 +449,10 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def status(fold: RunFold, *, writing: bool) -> str:
     """From the last segment's exit record: code 0 finished, 254 crashed (wandb-core's code for a
     process that died), any other failed. Without one: `running` while some process still
-    writes the file, else `crashed`."""
+    writes the file, else `crashed`. A run read from a W&B server has the server's state."""
+    server_state = fold.run.get("server_state")
+    if server_state in SERVER_STATES:
+        return SERVER_STATES[server_state]
     if fold.has_exit:
         code = fold.exit_code or 0
         return "finished" if code == 0 else "crashed" if code == CRASHED_EXIT_CODE else "failed"

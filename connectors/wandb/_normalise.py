@@ -6,13 +6,21 @@ run learns its entity only when `wandb sync` uploads it):
     <src>:run/<entity>/<project>/<run id>                  a run; a resumed run's segments are one run
     <src>:<kind>/<entity>/<project>/<name>:<digest>        an artifact version logged by a run
     <src>:<kind>/<entity>/<project>/<name>:<digest>/<path> one file of it (part_of the artifact)
+    <src>:model_version/<org entity>/<registry project>/<collection>:v<N>
+                                                           a model's link into a W&B registry
     git:<sha>                                              the commit the run's code was at
 
 `<kind>` follows the artifact type: `dataset` and `model` keep their names, any other type is an
 `artifact`. The artifact's digest (W&B's manifest digest, hex) names the version: offline runs
 know no version number (`v3` is given by the server when the run is synced), and the digest is
 what both a run folder and the server know. W&B gives one version to one content, so
-`name:digest` names exactly one version.
+`name:digest` names exactly one version. A run read through the public API (`_api`) is folded
+into the same `RunFold` as a run folder, so both give the same ids and rows; the API knows more,
+and adds it: the version (`v3`) in `version`, the server's aliases, used artifacts as `input`
+edges, and registry links. A link of a `model` artifact is a `model_version` node, a `registry`
+row (name = the collection, version `vN` in the collection, its aliases, `run_id` = the run that
+logged the model) and a `registered_as` edge from the model; links of other artifact types
+(a dataset in a registry) stay in the artifact's attrs, as braid's model registry holds models.
 
 Digests: a file's base64 md5 becomes `md5:<hex>` (the join key with DVC and MLflow, with the
 size); `alg=XXH128` entries become `xxh128:<hex>`; S3/GCS/Azure/HTTP references keep their
@@ -42,6 +50,7 @@ import hashlib
 import json
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -144,6 +153,8 @@ def normalise(folds: Iterable[RunFold], source: str, *, writing: Callable[[RunFo
     runs: list[dict[str, Any]] = []
     params: list[tuple[str, str, str]] = []
     tags: list[tuple[str, str, str]] = []
+    registry: dict[str, dict[str, Any]] = {}
+    inputs: list[tuple[dict[str, Any], RunFold, str, Any]] = []
     metric_frames: list[pl.DataFrame] = []
 
     def node(row: dict[str, Any]) -> None:
@@ -171,7 +182,7 @@ def normalise(folds: Iterable[RunFold], source: str, *, writing: Callable[[RunFo
             "job_type": r.get("job_type"), "notes": r.get("notes"), "tags": r.get("tags"),
             "sweep_id": r.get("sweep_id"), "storage_id": r.get("storage_id"), "resumed": len(fold.segments) > 1 or None,
             "forked": r.get("forked"), "branch_point": r.get("branch_point"), "preempted": r.get("preempted"),
-            "synced": r.get("synced"),
+            "synced": r.get("synced"), "url": r.get("url"), "wandb_user": r.get("wandb_user"),
             "exit_code": fold.exit_code if fold.has_exit else None, "runtime": fold.runtime,
             "last_step": fold.last_step, "summary": summary,
             "used_artifacts": fold.used_artifacts, "linked_artifacts": fold.linked_artifacts,
@@ -179,7 +190,8 @@ def normalise(folds: Iterable[RunFold], source: str, *, writing: Callable[[RunFo
                           "rows": s.rows, "step_offset": s.step_offset or None,
                           "exit_code": s.exit_code if s.has_exit else None} for s in fold.segments],
         }
-        folder = posixpath.dirname(fold.segments[0].path) if fold.segments else None
+        # a run folder where there is one (the bytes are here), else the run's page on the server
+        folder = posixpath.dirname(fold.segments[0].path) if fold.segments else r.get("url")
         node({"id": rid, "kind": "run", "name": r.get("display_name") or fold.run_id, "uri": folder,
               "created_at": started, "updated_at": ended, "status": state, "user": user, "attrs": _json(attrs)})
         environment = {k: v for k, v in env.items() if k not in ("git",)}
@@ -204,8 +216,17 @@ def normalise(folds: Iterable[RunFold], source: str, *, writing: Callable[[RunFo
         for art in fold.artifacts:
             aid = _artifact(art, fold, source, when, node, edge, tags)
             edge(rid, aid, "output", when)
+            _links(art, aid, rid, source, node, edge, registry)
+        inputs += [(art, fold, rid, started) for art in fold.inputs]
         if history_of is None or rid in history_of:
             metric_frames.append(_metrics(fold, rid, summary, ended))
+
+    # after every run's outputs: an artifact a run of this batch logged is described by that run
+    for art, fold, rid, started in inputs:
+        aid = artifact_id(source, art, fold)
+        if aid not in nodes:  # logged elsewhere (another project, or a run not read)
+            _artifact(art, fold, source, _time(art.get("created_at")) or started, node, edge, tags)
+        edge(aid, rid, "input", started)
 
     metrics = pl.concat(metric_frames) if metric_frames else None
     out: dict[str, pl.DataFrame] = {
@@ -217,9 +238,19 @@ def normalise(folds: Iterable[RunFold], source: str, *, writing: Callable[[RunFo
         "tags": pl.DataFrame(tags, schema={"node_id": pl.String, "key": pl.String, "value": pl.String},
                              orient="row").with_columns(source=pl.lit(source)),
     }
+    if registry:
+        out["registry"] = pl.DataFrame(list(registry.values()), infer_schema_length=None).with_columns(
+            source=pl.lit(source))
     if metrics is not None:
         out["metrics"] = metrics.with_columns(source=pl.lit(source))
     return {name: frame for name, frame in out.items() if frame.width}
+
+
+def artifact_id(source: str, art: dict[str, Any], fold: RunFold) -> str:
+    """An artifact version's node id: its entity, project, name and manifest digest."""
+    entity = art.get("entity") or fold.entity
+    project = art.get("project") or fold.project
+    return node_id(source, artifact_kind(art["type"]), f"{entity}/{project}/{art['name']}:{art['digest']}")
 
 
 def _artifact(art: dict[str, Any], fold: RunFold, source: str, when: Any,
@@ -229,17 +260,18 @@ def _artifact(art: dict[str, Any], fold: RunFold, source: str, when: Any,
     entity = art.get("entity") or fold.entity
     project = art.get("project") or fold.project
     version = f"{entity}/{project}/{art['name']}:{art['digest']}"
-    aid = node_id(source, kind, version)
+    aid = artifact_id(source, art, fold)
     entries = art["entries"]
     sizes = [e["size"] for e in entries]
-    node({"id": aid, "kind": kind, "name": art["name"], "version": None,
+    node({"id": aid, "kind": kind, "name": art["name"], "version": art.get("version"),
           "digest": f"wandb-artifact:{art['digest']}" if art["digest"] else None,
           "size": sum(sizes) if sizes and None not in sizes else None, "created_at": when,
           "attrs": _json({"type": art["type"], "entity": entity, "project": project, "aliases": art["aliases"],
                           "tags": art["tags"], "description": art["description"], "metadata": art["metadata"],
                           "digest_algorithm": art["digest_algorithm"], "storage_policy": art["storage_policy"],
                           "files": len(entries), "incremental": art["incremental"],
-                          "distributed_id": art["distributed_id"]})})
+                          "distributed_id": art["distributed_id"], "logged_at": art.get("created_at"),
+                          "links": art.get("links")})})
     tags += [(aid, tag, "") for tag in art["tags"]]
     for entry in entries:
         fid = node_id(source, kind, f"{version}/{entry['path']}")
@@ -250,6 +282,34 @@ def _artifact(art: dict[str, Any], fold: RunFold, source: str, when: Any,
                               "birth_artifact_id": entry["birth_artifact_id"]})})
         edge(fid, aid, "part_of", when)
     return aid
+
+
+def _links(art: dict[str, Any], aid: str, rid: str, source: str, node: Callable[[dict[str, Any]], None],
+           edge: Callable[..., None], registry: dict[str, dict[str, Any]]) -> None:
+    """A model's registry links: model_version nodes, registry rows, `registered_as` edges."""
+    if artifact_kind(art["type"]) != "model":
+        return
+    for link in art.get("links") or []:
+        mvid = node_id(source, "model_version",
+                       f"{link['entity']}/{link['project']}/{link['collection']}:{link['version']}")
+        at = _time(link.get("created_at"))
+        registry_name = link["project"].removeprefix("wandb-registry-")
+        node({"id": mvid, "kind": "model_version", "name": link["collection"], "version": link["version"],
+              "created_at": at, "attrs": _json({"registry": registry_name, "entity": link["entity"],
+                                                "project": link["project"], "aliases": link["aliases"]})})
+        edge(aid, mvid, "registered_as", at)
+        registry[mvid] = {"model_version_id": mvid, "name": link["collection"], "version": link["version"],
+                          "aliases": list(link["aliases"]), "stage": None, "model_id": aid, "run_id": rid,
+                          "events": json.dumps([{"event": "linked", "at": link.get("created_at"),
+                                                 "registry": registry_name}])}
+
+
+def _time(text: str | None) -> datetime | None:
+    """A W&B server time (`2024-01-17T20:01:30`, UTC without a zone) as a UTC timestamp."""
+    if not text:
+        return None
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 METRIC_SCHEMA = {"run_id": pl.String, "key": pl.String, "step": pl.Int64, "timestamp": UTC_TIME,
