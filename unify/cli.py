@@ -447,6 +447,32 @@ def verify(ctx: click.Context, node: str | None, jobs: int | None, quiet: bool, 
 
 
 @main.command()
+@click.argument("node", required=False)
+@click.option("--history", "history_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="File of past queries for the query console (default: ~/.local/state/braid/tui-history).")
+@click.pass_context
+def tui(ctx: click.Context, node: str | None, history_path: Path | None) -> None:
+    """Explore the catalog in the terminal, starting at NODE (default: a registry version).
+
+    \b
+    Search any node, walk its upstream and downstream across the tools, read every fact braid
+    holds about it, draw its neighbourhood, run queries and compare runs. ? lists the keys.
+    """
+    import os
+
+    from .store import read_manifest
+
+    path = Path(ctx.obj["catalog_path"] or _config(ctx).catalog).resolve()
+    read_manifest(path)  # no catalog yet: one line and exit 1, not an empty screen
+    if history_path is None:
+        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        history_path = state / "braid" / "tui-history"
+    from braid.tui import run  # only the CLI imports the TUI, and only for this command
+
+    run(path, node=node, history_path=history_path)
+
+
+@main.command()
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default="braid-demo")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def demo(folder: Path, quiet: bool) -> None:
