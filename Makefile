@@ -25,6 +25,8 @@ bench: setup
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_dvc_history.py
 	$(BIN)/python bench/bench_verify.py
+	$(BIN)/python bench/bench_query.py
+	$(BIN)/python bench/bench_wandb_log.py
 
 clean:
 	rm -rf $(VENV) braid-demo .pytest_cache

@@ -107,13 +107,20 @@ class Catalog:
                                "or git:<40-hex sha>") from None
         if parsed.kind == "code" and is_commit(parsed.native):
             node = code_id(parsed.native)
-        ids = self.nodes["id"]
-        if ids.is_empty() or not bool(ids.is_in([node]).any()):
+        if not self._has_node(node):
             if parsed.source not in (*self.manifest.sources, "git"):
                 why = f"no source named {parsed.source!r} (the catalog has: {', '.join(self.sources)})"
                 raise NodeNotFound(node, self.suggest(node), why=why)
             raise NodeNotFound(node, self.suggest(node))
         return node
+
+    def _has_node(self, node: str) -> bool:
+        # once the index is built, its hashed lookup: a scan of a million ids costs milliseconds
+        # a call, which a query resolving thousands of starts pays thousands of times
+        if "index" in self.__dict__:
+            return int(self.index.lookup([node])[0]) >= 0
+        ids = self.nodes["id"]
+        return not ids.is_empty() and bool(ids.is_in([node]).any())
 
     def suggest(self, node: str, n: int = MAX_SUGGESTIONS) -> list[str]:
         """Ids close to `node`: same prefix or containing its tail first, then by similarity."""

@@ -21,11 +21,21 @@ only it knows: the start time to the microsecond (the server gives the second), 
 (the node's `uri`; the run's page is in attrs as `url`), its segments, the exit code, and any
 artifact it logged that the server does not hold. A run only one side has is read from there.
 
-Incremental syncs: the state keeps each run's fold (everything but its history) and the
-size and mtime of its files. A run whose files are all unchanged is not read again: its
-nodes, params and tags come from the kept fold, its metrics stay in the catalog. A run with a
-grown or new file (a live run, a new resumed segment) is read again whole: the catalog's
-`partial` contract replaces a run's metrics, it cannot append to them. A run without an exit
+Incremental syncs: the state keeps each run's fold (everything but its history), and for
+each of its files the size and mtime, what its records folded to (`_fold.segment_state`), where
+the read ended (a record boundary) and checksums of the 4 KiB at each end of the bytes read. A
+run whose files are all unchanged is not read again: its nodes, params and tags come from the
+kept fold, its metrics stay in the catalog. A run whose last file only grew (a live run: the
+same path, and the checksummed bytes unchanged) is continued: only the bytes after the old end
+are read, their records are folded onto the kept state (config and summary operations, the
+exit, history steps, a resumed segment's step shift) so that the run equals a whole read, and
+only the new history points are sent (`metrics` is partial: the catalog keeps the run's earlier
+points and adds these). Anything else is read whole again, and the run's metrics replaced: a
+file that shrank or whose checked bytes changed, a new or removed segment, damage in the file
+(a damaged block is skipped from where the read started), a step shift that changed, and a run
+with summary-only metric points (they sit at the run's last step: see `_normalise`). Runs also
+read from a server are never continued. The cursor says how many runs were continued and how
+many bytes were read. A run without an exit
 record is `running` while a process on this machine holds its file open (or, where that
 cannot be seen, while the file changed in the last 15 minutes), else `crashed`; that is decided
 again at every sync, read or not.
@@ -56,13 +66,13 @@ from braid.unify.source import PreviousSync, Progress, SourceBatch, SourceSpec
 
 from ._api import ApiRuns, read_api
 from ._folders import RunFile, find_run_files, group_segments, open_files
-from ._fold import RunFold, Segment, fold_run, read_segment, run_key
-from ._normalise import normalise, run_node
+from ._fold import RunFold, Segment, continue_segment, flatten, fold_run, read_segment, run_key, segment_from_state
+from ._normalise import _number, history_frame, normalise, run_node
 
 __all__ = ["read_source"]
 
 # the cursor's format; a change forces a full read
-CURSOR_VERSION = 1
+CURSOR_VERSION = 2
 FOLDS_SCHEMA = {"run_id": pl.String(), "fold": pl.String()}
 # without /proc, a run without an exit record whose file changed this recently is running
 STALE_AFTER_SECONDS = 15 * 60
@@ -89,7 +99,7 @@ def read_source(spec: SourceSpec, *, previous: PreviousSync | None, progress: Pr
                        base_url=spec.options.get("base_url"), timeout=float(timeout) if timeout else None,
                        notes=notes, progress=progress)
     folds: list[RunFold] = []
-    rewritten: list[str] = []
+    read = _Read()
     kept = None
     files: list[RunFile] = []
     if root is not None:
@@ -98,20 +108,24 @@ def read_source(spec: SourceSpec, *, previous: PreviousSync | None, progress: Pr
         if not files:
             notes.append(f"{root}: no runs (no run-*/offline-run-* folder holding a run-<id>.wandb file)")
         kept = _previous_folds(previous, default_entity)
-        folds, rewritten = _fold_all(files, kept, spec.name, default_entity, notes, progress)
+        folds = _fold_all(files, kept, spec.name, default_entity, notes, progress, read, continued=api is None)
         for fold in folds:
             notes += fold.issues
-    state = {"folds": pl.DataFrame(
-        [(run_node(spec.name, f.entity, f.project, f.run_id), f.to_json()) for f in folds],
-        schema=FOLDS_SCHEMA, orient="row").sort("run_id")}
-    fresh = set(rewritten)
+    local = list(folds)
+    fresh = set(read.rewritten)
     if api is not None:
         folds, fresh = _with_server(folds, fresh, api, spec.name)
     partial = kept is not None or bool(api and api.without_history)
     writing = _liveness([f for f in folds if not f.has_exit and f.segments])
-    tables = normalise(folds, spec.name, writing=writing, history_of=frozenset(fresh) if partial else None)
+    tables = normalise(folds, spec.name, writing=writing,
+                       history_of=frozenset(fresh | set(read.continued)) if partial else None)
+    # after `normalise`: it notes which keys each run logged (what a later continuation needs)
+    state = {"folds": pl.DataFrame(
+        [(run_node(spec.name, f.entity, f.project, f.run_id), f.to_json()) for f in local],
+        schema=FOLDS_SCHEMA, orient="row").sort("run_id")}
     cursor: dict[str, Any] = {"version": CURSOR_VERSION, "entity": default_entity, "runs": len(folds),
-                              "files": len(files), "read": len(fresh)}
+                              "files": len(files), "read": len(fresh), "continued": len(read.continued),
+                              "bytes_read": read.bytes}
     if api is not None:
         cursor["api"] = {"project": project, "base_url": _without_userinfo(spec.options.get("base_url")),
                          "runs": len(api.folds)}
@@ -174,17 +188,31 @@ def _previous_folds(previous: PreviousSync | None, entity: str | None) -> dict[s
     return {rid: RunFold.from_json(text) for rid, text in previous.state["folds"].iter_rows()}
 
 
+@dataclasses.dataclass
+class _Read:
+    """What a sync read: runs read whole, runs continued, and the bytes read from logs."""
+
+    rewritten: list[str] = dataclasses.field(default_factory=list)
+    continued: list[str] = dataclasses.field(default_factory=list)
+    bytes: int = 0
+
+
 def _fold_all(files: list[RunFile], kept: dict[str, RunFold] | None, source: str, default_entity: str | None,
-              notes: list[str], progress: Progress) -> tuple[list[RunFold], list[str]]:
-    """Every run's fold: kept ones for runs whose files are unchanged, fresh ones for the rest.
-    Returns the folds and the node ids of the runs read in this sync."""
+              notes: list[str], progress: Progress, counts: _Read, *, continued: bool = True) -> list[RunFold]:
+    """Every run's fold: kept ones for runs whose files are unchanged, continued ones for runs
+    whose last file only grew, fresh ones for the rest (`counts` says which)."""
     source_of: dict[tuple[str, int, int], str] = {}  # unchanged file -> the kept run it belongs to
     started_of: dict[str, float | None] = {}
+    tail_of: dict[str, str] = {}  # the last file of a kept run that can be continued -> that run
     for rid, fold in (kept or {}).items():
         for seg in fold.segments:
             source_of[(seg.path, seg.size, seg.mtime_ns)] = rid
             started_of[seg.path] = seg.started_at
+        if continued and fold.segments and fold.summary_points == 0 and fold.logged is not None \
+                and all(seg.state is not None for seg in fold.segments):
+            tail_of[fold.segments[-1].path] = rid
     read: dict[str, Segment] = {}
+    grown: dict[str, Segment] = {}  # continued reads of grown files: only their new rows
     placed: list[tuple[tuple[str, str, str], float, RunFile]] = []
     for i, file in enumerate(files):
         if i % 50 == 0:
@@ -194,7 +222,15 @@ def _fold_all(files: list[RunFile], kept: dict[str, RunFold] | None, source: str
             fold = kept[rid]  # type: ignore[index]
             placed.append(((fold.entity, fold.project, fold.run_id), started_of[str(file.path)] or 0.0, file))
             continue
-        seg = _read(file, notes)
+        rid = tail_of.get(str(file.path))
+        if rid is not None:
+            fold = kept[rid]  # type: ignore[index]
+            seg = _continue(fold.segments[-1], file, counts)
+            if seg is not None:
+                grown[str(file.path)] = seg
+                placed.append(((fold.entity, fold.project, fold.run_id), started_of[str(file.path)] or 0.0, file))
+                continue
+        seg = _read(file, notes, counts)
         if seg is None:
             continue
         read[str(file.path)] = seg
@@ -202,7 +238,6 @@ def _fold_all(files: list[RunFile], kept: dict[str, RunFold] | None, source: str
     progress("reading runs", len(files), len(files))
 
     folds: list[RunFold] = []
-    rewritten: list[str] = []
     for key, group in group_segments(placed).items():
         group = _drop_copies(group, read, started_of, notes)
         rid = run_node(source, *key)
@@ -210,22 +245,72 @@ def _fold_all(files: list[RunFile], kept: dict[str, RunFold] | None, source: str
         if known is not None and sorted(f.signature for f in group) == sorted(map(tuple, known.files)):
             folds.append(known)
             continue
-        segments = [read.get(str(f.path)) or _read(f, notes) for f in group]
+        if known is not None and any(str(f.path) in grown for f in group):
+            fold = _continued(key, group, known, grown)
+            if fold is not None:
+                folds.append(fold)
+                counts.continued.append(rid)
+                continue
+        segments = [read.get(str(f.path)) or _read(f, notes, counts) for f in group]
         present = [s for s in segments if s is not None]
         if not present:
             continue
         fold = fold_run(key, present)
         folds.append(fold)
-        rewritten.append(rid)
-    return folds, rewritten
+        counts.rewritten.append(rid)
+    return folds
 
 
-def _read(file: RunFile, notes: list[str]) -> Segment | None:
+def _continue(info: Any, file: RunFile, counts: _Read) -> Segment | None:
+    """The last segment of a kept run read on from where the last sync ended, or None."""
+    if file.size < info.resume_offset:
+        return None
+    try:
+        seg = continue_segment(info, size=file.size, mtime_ns=file.mtime_ns)
+    except TransactionLogError:
+        return None  # read whole, which says what is wrong
+    if seg is None:
+        return None
+    counts.bytes += seg.bytes_read
+    seg.run.pop("synced", None)
+    if file.synced:
+        seg.run["synced"] = True
+    return seg
+
+
+def _continued(key: tuple[str, str, str], group: list[RunFile], known: RunFold,
+               grown: dict[str, Segment]) -> RunFold | None:
+    """A kept run whose last file grew, folded from its kept segments and the continued read
+    of that file; None when the result could differ from a whole read (see the module
+    docstring): the run is then read whole."""
+    paths = [str(f.path) for f in group]
+    old = known.segments
+    if paths != [s.path for s in old] or paths[-1] not in grown \
+            or any(f.signature != (s.path, s.size, s.mtime_ns) for f, s in zip(group[:-1], old[:-1], strict=True)):
+        return None
+    fold = fold_run(key, [segment_from_state(s) for s in old[:-1]] + [grown[paths[-1]]])
+    if fold.segments[-1].step_offset != old[-1].step_offset:
+        return None  # the rows read before would move
+    logged = set(known.logged or ())
+    unlogged = {k for k, v in flatten(fold.summary).items()
+                if not k.startswith("_") and k not in logged and _number(v) is not None}
+    if unlogged:  # summary-only points, unless the new rows log those keys
+        hist, offset = fold.histories[-1]
+        new = history_frame(hist.steps, hist.counts, hist.keys, hist.values, step_offset=offset)
+        if unlogged - set(new["key"].unique().to_list()):
+            return None
+    fold.logged = sorted(logged)
+    return fold
+
+
+def _read(file: RunFile, notes: list[str], counts: _Read | None = None) -> Segment | None:
     try:
         seg = read_segment(file.path, size=file.size, mtime_ns=file.mtime_ns)
     except TransactionLogError as exc:
         notes.append(f"{file.path}: {str(exc).split(': ', 1)[-1]}; skipped")
         return None
+    if counts is not None:
+        counts.bytes += seg.bytes_read
     if file.synced:
         seg.run["synced"] = True
     if not seg.has_run_record:

@@ -33,7 +33,8 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 
-from ._txlog import LogRead, _record_class, read_log
+from . import _bulk
+from ._txlog import LogRead, _record_class, continue_log, parse_record, read_log
 
 # config/summary operations: path -> value JSON, or None for a remove; last operation per path
 Ops = dict[tuple[str, ...], str | None]
@@ -58,10 +59,24 @@ class History:
     counts: list[int] = field(default_factory=list)  # items per row
     keys: list[str] = field(default_factory=list)
     values: list[str] = field(default_factory=list)
+    # rows of the same file read by an earlier sync (a continued read holds only the new ones)
+    base_rows: int = 0
+    base_first: int | None = None
+    base_last: int | None = None
 
     @property
     def rows(self) -> int:
-        return len(self.steps)
+        return self.base_rows + len(self.steps)
+
+    @property
+    def first(self) -> int | None:
+        steps = [s for s in (self.base_first, min(self.steps) if self.steps else None) if s is not None]
+        return min(steps) if steps else None
+
+    @property
+    def last(self) -> int | None:
+        steps = [s for s in (self.base_last, max(self.steps) if self.steps else None) if s is not None]
+        return max(steps) if steps else None
 
 
 @dataclass
@@ -90,6 +105,14 @@ class Segment:
     history: History = field(default_factory=History)
     issues: list[str] = field(default_factory=list)
     resume_offset: int = 0
+    # how the read ended, for a later read of what the file gains (`continue_segment`)
+    block_origin: int = 0
+    anchor: int = 0
+    window: int = 0
+    clean: bool = False  # no damage: only a file read without damage is continued
+    log_issues: int = 0  # how many of `issues` the framing reported (the rest: records that do not parse)
+    legacy_environment: bool = False  # `environment` is wandb-metadata.json's
+    bytes_read: int = 0
 
 
 def _path(item: Any) -> tuple[str, ...]:
@@ -107,16 +130,195 @@ def read_segment(path: str | os.PathLike[str], *, size: int = 0, mtime_ns: int =
     log = read_log(path)
     name = os.fspath(path)
     run_id = Path(name).name.removeprefix("run-").removesuffix(".wandb")
-    seg = Segment(name, run_id, size=size, mtime_ns=mtime_ns, resume_offset=log.resume_offset)
-    seg.issues += log.report()
+    return _finish(Segment(name, run_id, size=size, mtime_ns=mtime_ns), log)
+
+
+def _finish(seg: Segment, log: LogRead) -> Segment:
+    seg.resume_offset, seg.block_origin, seg.anchor, seg.window = (log.resume_offset, log.block_origin,
+                                                                   log.anchor, log.window)
+    seg.clean = not any(issue.kind == "corrupt" for issue in log.issues) and bool(log.anchor or log.window)
+    seg.bytes_read = log.bytes_read
+    report = log.report()
+    seg.issues[:0] = report
+    seg.log_issues = len(report)
     _fold_records(seg, log)
+    seg.legacy_environment = not seg.environment
     if not seg.environment:
-        seg.environment = _legacy_metadata(Path(name).parent / "files" / "wandb-metadata.json")
+        seg.environment = _legacy_metadata(Path(seg.path).parent / "files" / "wandb-metadata.json")
     return seg
 
 
+def segment_state(seg: Segment) -> dict[str, Any]:
+    """What a segment is, but its history rows, as JSON: kept so that a file that grows is
+    read on from where it ended (`continue_segment`) and folded onto this."""
+    return {
+        "run_id": seg.run_id, "entity": seg.entity, "project": seg.project, "has_run_record": seg.has_run_record,
+        "run": seg.run, "started_at": seg.started_at,
+        "config_ops": [[list(p), raw] for p, raw in seg.config_ops.items()],
+        "summary_ops": [[list(p), raw] for p, raw in seg.summary_ops.items()],
+        "environment": {} if seg.legacy_environment else seg.environment,
+        "artifacts": seg.artifacts, "used_artifacts": seg.used_artifacts, "linked_artifacts": seg.linked_artifacts,
+        "exit_code": seg.exit_code, "has_exit": seg.has_exit, "runtime": seg.runtime, "latest": seg.latest,
+        "log_issues": seg.issues[:seg.log_issues], "record_issues": seg.issues[seg.log_issues:],
+        "block_origin": seg.block_origin, "anchor": seg.anchor, "window": seg.window, "clean": seg.clean,
+    }
+
+
+def segment_from_state(info: SegmentInfo) -> Segment:
+    """A segment as an earlier sync left it (its history rows not included: `History.base_*`)."""
+    st = info.state
+    assert st is not None
+    seg = Segment(
+        info.path, st["run_id"], size=info.size, mtime_ns=info.mtime_ns, entity=st["entity"],
+        project=st["project"], has_run_record=st["has_run_record"], run=dict(st["run"]),
+        started_at=st["started_at"], config_ops={tuple(p): raw for p, raw in st["config_ops"]},
+        summary_ops={tuple(p): raw for p, raw in st["summary_ops"]}, environment=dict(st["environment"]),
+        artifacts=list(st["artifacts"]), used_artifacts=list(st["used_artifacts"]),
+        linked_artifacts=list(st["linked_artifacts"]), exit_code=st["exit_code"], has_exit=st["has_exit"],
+        runtime=st["runtime"], latest=dict(st["latest"]),
+        history=History(base_rows=info.rows, base_first=info.first_step, base_last=info.last_step),
+        issues=st["log_issues"] + st["record_issues"], resume_offset=info.resume_offset,
+        block_origin=st["block_origin"], anchor=st["anchor"], window=st["window"], clean=st["clean"],
+        log_issues=len(st["log_issues"]), legacy_environment=not st["environment"])
+    if seg.legacy_environment:
+        seg.environment = _legacy_metadata(Path(seg.path).parent / "files" / "wandb-metadata.json")
+    return seg
+
+
+def continue_segment(info: SegmentInfo, *, size: int, mtime_ns: int) -> Segment | None:
+    """A segment read on from where an earlier sync ended (`info`), reading only the bytes the
+    file gained: the same segment a whole read gives, but its history holds only the new rows.
+    None when that cannot be done (no kept state, damage, a file that did not only grow)."""
+    st = info.state
+    if st is None or not st["clean"]:
+        return None
+    log = continue_log(info.path, start=info.resume_offset, origin=st["block_origin"], anchor=st["anchor"],
+                       window=st["window"])
+    if log is None:
+        return None
+    seg = segment_from_state(info)
+    seg.size, seg.mtime_ns = size, mtime_ns
+    seg.issues = list(st["record_issues"])  # the framing's old notes (a truncated tail) are news again
+    seg.environment = dict(st["environment"])
+    return _finish(seg, log)
+
+
+# Record fields are serialised in field-number order: an optional `num` (field 1, varint),
+# then the oneof. The first byte of the oneof's tag says the record's type without parsing it.
+HISTORY_TAG, SUMMARY_TAG = 0x12, 0x1A
+# types braid does not read: output (4), files (6), stats (7), tbrecord (9), alert (10),
+# telemetry (11), metric (12), output_raw (13)
+SKIPPED_TAGS = frozenset({0x22, 0x32, 0x3A, 0x4A, 0x52, 0x5A, 0x62, 0x6A})
+
+
+def _tag(payload: bytes) -> int:
+    """The first byte of a record's oneof tag, read past `num` and the fields wandb-core's Go
+    writer puts before the oneof (`control`, `uuid`, `_info`); else by parsing the record (-1:
+    it does not parse, or has no type)."""
+    i, n = 0, len(payload)
+    while i < n:
+        start, key, shift = i, 0, 0
+        while i < n and payload[i] & 0x80:
+            key |= (payload[i] & 0x7F) << shift
+            i, shift = i + 1, shift + 7
+        if i >= n:
+            break
+        key |= payload[i] << shift
+        i += 1
+        if key == 0x08:  # num
+            while i < n and payload[i] & 0x80:
+                i += 1
+            i += 1
+        elif key in _LEADING_FIELDS:
+            length, shift = 0, 0
+            while i < n and payload[i] & 0x80:
+                length |= (payload[i] & 0x7F) << shift
+                i, shift = i + 1, shift + 7
+            if i >= n:
+                break
+            length |= payload[i] << shift
+            i += 1 + length
+        else:
+            return payload[start]
+    try:
+        kind, _ = parse_record(payload)
+    except ValueError:
+        return -1
+    return {"history": HISTORY_TAG, "summary": SUMMARY_TAG}.get(kind or "", -1)
+
+
+# length-delimited Record fields outside the oneof: control (16), uuid (19), _info (200)
+_LEADING_FIELDS = frozenset({16 << 3 | 2, 19 << 3 | 2, 200 << 3 | 2})
+
+
 def _fold_records(seg: Segment, log: LogRead) -> None:
-    # the hot loop of a sync: one Record reused, decoded in place, no per-record helper calls
+    """Fold a read's records into `seg` (which may hold an earlier read of the same file).
+
+    History and summary records, nearly all of a log, are decoded in bulk (`_bulk`); records
+    of types braid does not read are not parsed; the rest are parsed one by one."""
+    hist_payloads: list[bytes] = []
+    summary_payloads: list[bytes] = []
+    others: list[tuple[int, bytes]] = []
+    add_hist, add_summary, add_other = hist_payloads.append, summary_payloads.append, others.append
+    skipped = SKIPPED_TAGS
+    for offset, payload in zip(log.offsets, log.payloads, strict=True):
+        # `_tag`, inlined: this loop runs once per record
+        if len(payload) > 5 and payload[0] == 8:
+            tag = payload[2] if payload[1] < 128 else payload[3] if payload[2] < 128 else \
+                payload[4] if payload[3] < 128 else payload[5] if payload[4] < 128 else -1
+            if tag < 0 or tag & 0x80:  # a longer num, or a field before the oneof
+                tag = _tag(payload)
+        else:
+            tag = _tag(payload)
+        if tag == HISTORY_TAG:
+            add_hist(payload)
+        elif tag == SUMMARY_TAG:
+            add_summary(payload)
+        elif tag not in skipped:
+            add_other((offset, payload))
+    notes: list[tuple[int, str]] = []
+    _fold_one_by_one(seg, others, notes)
+    keys = _bulk._Keys()
+    hist = seg.history
+    got = _bulk.history(hist_payloads, keys) if hist_payloads else None
+    if got is not None:
+        steps, counts, names, values = got
+        hist.steps += steps
+        hist.counts += counts
+        hist.keys += names
+        hist.values += values
+    elif hist_payloads:
+        _fold_one_by_one(seg, [(o, p) for o, p in zip(log.offsets, log.payloads, strict=True)
+                               if _tag(p) == HISTORY_TAG], notes)
+    updates = _bulk.summary(summary_payloads, keys) if summary_payloads else None
+    if updates is not None:
+        _apply_updates(seg, *updates)
+    elif summary_payloads:
+        _fold_one_by_one(seg, [(o, p) for o, p in zip(log.offsets, log.payloads, strict=True)
+                               if _tag(p) == SUMMARY_TAG], notes)
+    seg.issues += [note for _, note in sorted(notes)]
+
+
+def _apply_updates(seg: Segment, paths: list[tuple[str, ...]], values: list[str]) -> None:
+    """Summary updates in order, as `_fold_one_by_one` applies them one at a time: the last
+    value of each path, in the order of their last update."""
+    last = dict(zip(paths, values, strict=True))
+    summary, latest = seg.summary_ops, seg.latest
+    for p in reversed(list(dict.fromkeys(reversed(paths)))):
+        if p[0][:1] != "_":
+            summary.pop(p, None)
+            summary[p] = last[p]
+    # `_runtime`/`_timestamp`: their last value other than 0 (see `_fold_one_by_one`)
+    wanted = {p[0] for p in last} & {"_runtime", "_timestamp"}
+    for p, raw in zip(reversed(paths), reversed(values), strict=True):
+        if not wanted:
+            break
+        if p[0] in wanted and raw != "0":
+            latest[p[0]] = raw
+            wanted.discard(p[0])
+
+
+def _fold_one_by_one(seg: Segment, records: list[tuple[int, bytes]], notes: list[tuple[int, str]]) -> None:
     from google.protobuf.message import DecodeError
 
     record = _record_class()()
@@ -125,11 +327,11 @@ def _fold_records(seg: Segment, log: LogRead) -> None:
     add_step, add_count, add_key, add_value = (hist.steps.append, hist.counts.append, hist.keys.append,
                                                hist.values.append)
     summary, config, latest = seg.summary_ops, seg.config_ops, seg.latest
-    for offset, payload in zip(log.offsets, log.payloads, strict=True):
+    for offset, payload in records:
         try:
             parse(payload)
         except DecodeError as exc:
-            seg.issues.append(f"{Path(seg.path).name}: record at offset {offset} does not parse ({exc}); skipped")
+            notes.append((offset, f"{Path(seg.path).name}: record at offset {offset} does not parse ({exc}); skipped"))
             continue
         kind = which("record_type")
         if kind == "history":
@@ -282,6 +484,7 @@ class SegmentInfo:
     exit_code: int | None
     runtime: float | None
     resume_offset: int
+    state: dict[str, Any] | None = None  # `segment_state`
 
 
 @dataclass
@@ -312,6 +515,10 @@ class RunFold:
     # artifacts the run used, in the form of `artifacts`: only the public API knows them
     # (offline runs cannot record inputs; online runs send them to the server, not the folder)
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    # set when its metrics are built (`_normalise`): the keys with history points, and how many
+    # summary-only points it has; what a continued read of a grown file needs to know
+    logged: list[str] | None = None
+    summary_points: int | None = None
 
     @property
     def files(self) -> list[tuple[str, int, int]]:
@@ -365,12 +572,12 @@ def fold_run(key: tuple[str, str, str], segments: list[Segment]) -> RunFold:
         linked += seg.linked_artifacts
         issues += seg.issues
         hist = seg.history
-        first = min(hist.steps) if hist.steps else None
+        first, top = hist.first, hist.last
         offset = 0
         if first is not None and last_step is not None and first <= last_step:
             offset = last_step + 1 - first
-        if hist.steps:
-            top = max(hist.steps) + offset
+        if top is not None:
+            top += offset
             last_step = top if last_step is None else max(last_step, top)
         histories.append((hist, offset))
         seg_runtime = seg.runtime if seg.runtime is not None else _float(seg.latest.get("_runtime"))
@@ -379,8 +586,8 @@ def fold_run(key: tuple[str, str, str], segments: list[Segment]) -> RunFold:
             ended = seg_end if ended is None else max(ended, seg_end)
         runtime_total += seg_runtime or 0.0
         infos.append(SegmentInfo(seg.path, seg.size, seg.mtime_ns, seg.started_at, hist.rows, first,
-                                 max(hist.steps) if hist.steps else None, offset, seg.has_exit, seg.exit_code,
-                                 seg.runtime, seg.resume_offset))
+                                 hist.last, offset, seg.has_exit, seg.exit_code, seg.runtime, seg.resume_offset,
+                                 segment_state(seg) if seg.has_run_record else None))
     last = segments[-1]
     starts = [s.started_at for s in segments if s.started_at is not None]
     return RunFold(

@@ -40,6 +40,12 @@ Metrics: every numeric history value (NaN and ±Infinity kept) at its step and `
 strings, booleans, lists and media are not metrics (the last ones stay in the summary, in the
 run's attrs). A numeric summary key that no history row logged (`run.summary["best"] = 0.9`)
 is one more point, at the run's last step and end time.
+
+Those points move when a live run grows (its last step and end move), while a continued read
+of a grown log (see the package docstring) only adds rows: so a run that has a summary-only
+point, before or after it grew, is read whole again instead, and its points are rebuilt.
+Summary-only keys are mostly set when a run ends, so a live run is continued while it logs
+and read whole once when it finishes, if it sets them then.
 """
 
 from __future__ import annotations
@@ -322,8 +328,10 @@ def _metrics(fold: RunFold, rid: str, summary: dict[str, Any], ended: Any) -> pl
     history = pl.concat(frames) if frames else pl.DataFrame(schema={k: v for k, v in METRIC_SCHEMA.items()
                                                                    if k != "run_id"})
     logged = set(history["key"].unique().to_list()) if history.height else set()
+    logged |= set(fold.logged or ())  # a continued read: the keys the rows read before logged
     extra = [(key, float(v)) for key, value in summary.items()
              if key not in logged and (v := _number(value)) is not None]
+    fold.logged, fold.summary_points = sorted(logged), len(extra)
     if extra:
         step = fold.last_step if fold.last_step is not None else 0
         history = pl.concat([history, pl.DataFrame(

@@ -92,6 +92,11 @@ class LogRead:
     issues: list[LogIssue]
     resume_offset: int
     block_origin: Literal[0, 7]
+    # checksums of the bytes before `resume_offset` (its first and last `CHECK_WINDOW` bytes):
+    # what `continue_log` checks to tell a file that only grew from one that was replaced
+    anchor: int = 0
+    window: int = 0
+    bytes_read: int = 0  # bytes this read took from the file
 
     @property
     def truncated(self) -> bool:
@@ -174,7 +179,55 @@ def read_log(path: str | os.PathLike[str], *, start: int = 0) -> LogRead:
         raise TransactionLogError(name, f"cannot read: {exc.strerror or exc}", offset=0) from exc
     origin = _detect_origin(head)
     payloads, offsets, issues, resume = _scan(data, base=start, origin=origin)
-    return LogRead(name, payloads, offsets, issues, resume, origin)
+    anchor, window = _checks(head, data, start, resume)
+    return LogRead(name, payloads, offsets, issues, resume, origin, anchor, window, len(head) + len(data))
+
+
+CHECK_WINDOW = 4096
+
+
+def _checks(head: bytes, data: bytes, start: int, resume: int) -> tuple[int, int]:
+    """crc32 of the file's first and last `CHECK_WINDOW` bytes before `resume`, from `head`
+    (the file from 0) and `data` (the file from `start`); (0, 0) when they cannot be seen."""
+    def piece(lo: int, hi: int) -> bytes | None:
+        if hi <= len(head):
+            return head[lo:hi]
+        if lo >= start:
+            return data[lo - start:hi - start]
+        return None
+
+    first, last = piece(0, min(resume, CHECK_WINDOW)), piece(max(0, resume - CHECK_WINDOW), resume)
+    if first is None or last is None:
+        return 0, 0
+    return zlib.crc32(first), zlib.crc32(last)
+
+
+def continue_log(path: str | os.PathLike[str], *, start: int, origin: Literal[0, 7], anchor: int,
+                 window: int) -> LogRead | None:
+    """What was appended to a log since an earlier read that ended at `start` (its
+    `resume_offset`, `block_origin`, `anchor` and `window`), reading only the new bytes and
+    the `CHECK_WINDOW` bytes on each side of the old ones that say the file only grew.
+
+    None when the file is shorter than `start` or those bytes changed (it was replaced or
+    rewritten: read it whole). Raises TransactionLogError when it cannot be read."""
+    name = os.fspath(path)
+    lo = max(0, start - CHECK_WINDOW)
+    try:
+        with open(name, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size < start or start < FILE_HEADER_SIZE:
+                return None
+            first = file.read(min(start, CHECK_WINDOW))
+            file.seek(lo)
+            rest = file.read()  # the old bytes' last window, then the new bytes
+    except OSError as exc:
+        raise TransactionLogError(name, f"cannot read: {exc.strerror or exc}", offset=0) from exc
+    if len(rest) < start - lo or zlib.crc32(first) != anchor or zlib.crc32(rest[:start - lo]) != window:
+        return None
+    payloads, offsets, issues, resume = _scan(rest[start - lo:], base=start, origin=origin)
+    new_anchor = zlib.crc32(rest[:min(resume, CHECK_WINDOW)]) if lo == 0 else anchor
+    new_window = zlib.crc32(rest[max(0, resume - CHECK_WINDOW) - lo:resume - lo])
+    return LogRead(name, payloads, offsets, issues, resume, origin, new_anchor, new_window, len(first) + len(rest))
 
 
 def _check_header(name: str, head: bytes) -> None:

@@ -400,7 +400,7 @@ def test_unchanged_runs_are_not_read_again(runs: Runs, fresh: SourceBatch) -> No
     assert second.state["folds"].equals(fresh.state["folds"])
 
 
-def test_a_grown_file_and_a_new_segment_reread_only_their_run(runs: Runs, tmp_path: Path) -> None:
+def test_a_grown_file_with_summary_only_keys_and_a_new_segment_reread_only_their_run(runs: Runs, tmp_path: Path) -> None:
     root = tmp_path / "live" / "wandb"
     alpha, beta = run_file(runs, runs.facts["alpha"]), run_file(runs, runs.facts["beta"])
     for source in (alpha, beta):
@@ -415,7 +415,8 @@ def test_a_grown_file_and_a_new_segment_reread_only_their_run(runs: Runs, tmp_pa
 
     live.write_bytes(data)  # it went on and finished
     grown = read(root.parent, previous=again(first))
-    assert grown.rewritten_runs == {rid}
+    # it set summary-only keys when it finished (their point sits at the last step): read whole
+    assert grown.rewritten_runs == {rid} and grown.cursor["continued"] == 0
     assert points(grown, rid, "loss").height == 100 and grown.tables["metrics"]["run_id"].unique().to_list() == [rid]
     assert grown.tables["runs"].filter(pl.col("id") == rid)["status"].to_list() == ["finished"]
     assert grown.tables["runs"].height == 2
@@ -428,6 +429,82 @@ def test_a_grown_file_and_a_new_segment_reread_only_their_run(runs: Runs, tmp_pa
     after = read(root.parent, previous=again(grown))
     assert after.rewritten_runs == {resumed} and after.tables["runs"].height == 3
     assert points(after, resumed, "loss").height == 40
+
+
+def merged(previous: SourceBatch, batch: SourceBatch) -> dict[str, pl.DataFrame]:
+    """The catalog's tables after `batch` (as `unify.sync.merge` builds them)."""
+    tables = dict(batch.tables)
+    alive = batch.tables["runs"]["id"].implode()
+    for name in batch.partial:
+        old = previous.tables[name].filter(pl.col("run_id").is_in(alive)
+                                           & ~pl.col("run_id").is_in(list(batch.rewritten_runs)))
+        tables[name] = pl.concat([old, batch.tables[name]]) if name in batch.tables else old
+    return tables
+
+
+def assert_same_tables(got: dict[str, pl.DataFrame], want: dict[str, pl.DataFrame]) -> None:
+    from polars.testing import assert_frame_equal
+
+    for name in ("nodes", "edges", "runs", "params", "tags", "metrics"):
+        a, b = got[name], want[name]
+        try:
+            assert_frame_equal(a.sort(a.columns), b.sort(b.columns))
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from None
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.77])
+def test_a_grown_resumed_segment_is_continued_reading_only_the_new_bytes(runs: Runs, tmp_path: Path,
+                                                                         cut: float) -> None:
+    root = tmp_path / "live" / "wandb"
+    segments = sorted(runs.root.glob(f"offline-run-*-{RESUMED_ID}"))
+    for seg in segments:
+        shutil.copytree(seg, root / seg.name, ignore=shutil.ignore_patterns("tmp", "logs"))
+    live = root / segments[-1].name / f"run-{RESUMED_ID}.wandb"
+    data = live.read_bytes()
+    live.write_bytes(data[:int(len(data) * cut)])  # the second segment, live: cut mid-record
+    first = read(root.parent)
+    rid = f"wandb:run/offline/fixture/{RESUMED_ID}"
+    end = json.loads(first.state["folds"]["fold"][0])["segments"][-1]["resume_offset"]
+    assert 20 < points(first, rid, "loss").height < 40
+
+    live.write_bytes(data)
+    grown = read(root.parent, previous=again(first))
+    assert grown.rewritten_runs == frozenset() and grown.partial == {"metrics"}
+    assert grown.cursor["continued"] == 1 and grown.cursor["read"] == 0
+    # only the bytes after the old end, and the 4 KiB on each side of the old ones it checks
+    assert len(data) - end <= grown.cursor["bytes_read"] <= len(data) - end + 2 * 4096
+    assert 0 < grown.tables["metrics"].height < points(first, rid, "loss").height + 20
+    whole = read(root.parent)
+    assert_same_tables(merged(first, grown), whole.tables)
+    assert grown.state["folds"]["fold"].to_list() == whole.state["folds"]["fold"].to_list()
+
+    unchanged = read(root.parent, previous=again(grown))  # nothing new: nothing read
+    assert unchanged.cursor["bytes_read"] == 0 and unchanged.rewritten_runs == frozenset()
+
+
+def test_a_replaced_or_shrunk_file_is_read_whole(runs: Runs, tmp_path: Path) -> None:
+    source = run_file(runs, runs.facts["killed"])
+    root = one_run(tmp_path, source) / "wandb"
+    live = next(root.glob("*/*.wandb"))
+    data = live.read_bytes()
+    live.write_bytes(data[:len(data) // 2])
+    first = read(root.parent)
+    rid = f"wandb:run/offline/fixture/{runs.facts['killed']}"
+    end = json.loads(first.state["folds"]["fold"][0])["segments"][-1]["resume_offset"]
+    # as long or longer, but other bytes just before the old end (checked: the last 4 KiB)
+    changed = bytearray(data)
+    changed[end - 100] ^= 0xFF
+    live.write_bytes(bytes(changed))
+    replaced = read(root.parent, previous=again(first))
+    assert replaced.rewritten_runs == {rid} and replaced.cursor["continued"] == 0
+    live.write_bytes(data[:len(data) // 3])  # shrunk
+    shrunk = read(root.parent, previous=again(first))
+    assert shrunk.rewritten_runs == {rid} and shrunk.cursor["continued"] == 0
+    live.write_bytes(data)  # and a plain growth of the killed run (no exit record) is continued
+    grown = read(root.parent, previous=again(first))
+    assert grown.cursor["continued"] == 1
+    assert_same_tables(merged(first, grown), read(root.parent).tables)
 
 
 # -- end to end: braid sync with a W&B source and a DVC repo holding the same bytes --------------------------
