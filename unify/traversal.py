@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from .index import Csr, GraphIndex
 
-__all__ = ["Reach", "downstream", "paths", "reach", "upstream"]
+__all__ = ["Reach", "downstream", "each", "paths", "reach", "reach_many", "upstream"]
 
 Direction = Literal["upstream", "downstream"]
 StopAt = Callable[[pl.DataFrame], pl.Series] | pl.Expr
@@ -61,6 +61,10 @@ _MASK_SHARE = 32
 # Results of more rows than this, from an index whose ids are not in order, are ordered with
 # the index's id ranks (computed once) rather than by a string sort of their own.
 _RANK_ROWS = 20_000
+# reach_many walks its starts in batches of at most this many, with one visited flag per
+# (start, node) pair: a batch's flags take at most _BATCH_KEYS bytes.
+_BATCH = 64
+_BATCH_KEYS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -68,39 +72,69 @@ class Reach:
     """Nodes reached by a traversal: dense ids, hop depth and the edge row that reached each.
 
     Rows are in depth order; within a depth, in id order when the index's ids are sorted.
+    From `reach_many`, `start` holds each row's start (a position in its `starts`), and rows
+    are by start, then as above.
     """
 
     node: np.ndarray
     depth: np.ndarray
     via: np.ndarray
+    start: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.node.size)
 
+    def take(self, rows: np.ndarray) -> Reach:
+        """The rows at `rows` (positions or a boolean mask)."""
+        start = None if self.start is None else self.start[rows]
+        return Reach(self.node[rows], self.depth[rows], self.via[rows], start)
+
 
 @dataclass
 class _Search:
-    """The state of one breadth-first search: what is visited, what exists, what stops."""
+    """The state of a breadth-first search: what is visited, what exists, what stops.
+
+    A batch of searches (`reach_many`) runs as one over keys `slot * n_nodes + node`, a slot
+    per start, with one flat visited array: every step below then serves each start as its
+    own search would. For a single search (`batched` false) a key is just the node.
+    """
 
     index: GraphIndex
     stop: np.ndarray | None
     as_of: int | None
     visited: np.ndarray
+    batched: bool = False
     scratch: np.ndarray | None = None  # first entry per node, for big levels
     mark: np.ndarray | None = None  # a level's nodes, for the biggest levels
+
+    def node_of(self, key: np.ndarray) -> np.ndarray:
+        """The node of each key."""
+        return key % self.index.n_nodes if self.batched else key
+
+    def gather(self, csr: Csr, frontier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The frontier's (neighbour key, edge) entries, each key in its frontier key's slot."""
+        if not self.batched:
+            return csr.gather(frontier)
+        node = frontier % self.index.n_nodes
+        counts = csr.indptr[node + 1] - csr.indptr[node]
+        nbr, edge = csr.gather(node)
+        return np.repeat(frontier - node, counts) + nbr, edge
 
     def admit(self, nbr: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The unvisited, existing neighbours once each, in id order, now visited.
 
         Where several entries reach a node, the first wins: the frontier is in id order and
-        each node's entries in edge row order, so the winner does not depend on timing.
+        each node's entries in edge row order, so the winner does not depend on timing. In a
+        batch, keys order by slot then node, so each slot keeps its own search's winner.
         """
         keep = ~self.visited[nbr]
         if self.as_of is not None:
-            keep &= self.index.node_created[nbr] <= self.as_of
+            keep &= self.index.node_created[self.node_of(nbr)] <= self.as_of
             keep &= self.index.edge_created[edge] <= self.as_of
         nbr, edge = nbr[keep], edge[keep]
-        if nbr.size > _SMALL_LEVEL:
+        # A batch's keys span slots x nodes: a scratch array over them would fault in a page
+        # per entry, so a batch always sorts.
+        if nbr.size > _SMALL_LEVEL and not self.batched:
             nbr, edge = self._unique_large(nbr, edge)
         elif nbr.size > 1:
             nbr, first = np.unique(nbr, return_index=True)
@@ -131,24 +165,43 @@ class _Search:
 
     def expandable(self, found: np.ndarray) -> np.ndarray:
         """The found nodes the search goes on from: all but `stop_at` matches."""
-        return found if self.stop is None else found[~self.stop[found]]
+        return found if self.stop is None else found[~self.stop[self.node_of(found)]]
+
+    def with_same_as(self, found: np.ndarray) -> np.ndarray:
+        """The found nodes that have a same_as link (most nodes have no twin)."""
+        return found[self.index.has_same_as[self.node_of(found)]]
 
     def identities(self, seeds: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Everything linked to `seeds` by chains of same_as edges (not the seeds themselves)."""
         found: list[np.ndarray] = []
         vias: list[np.ndarray] = []
-        frontier = self.expandable(seeds)
-        frontier = frontier[self.index.has_same_as[frontier]]  # most nodes have no twin
+        frontier = self.with_same_as(self.expandable(seeds))
         while frontier.size:
-            nbr, edge = self.index.same_as.gather(frontier)
+            nbr, edge = self.gather(self.index.same_as, frontier)
             if nbr.size == 0:
                 break
             nodes, via = self.admit(nbr, edge)
             found.append(nodes)
             vias.append(via)
-            frontier = self.expandable(nodes)
-            frontier = frontier[self.index.has_same_as[frontier]]
+            frontier = self.with_same_as(self.expandable(nodes))
         return found, vias
+
+    def walk(
+        self, csr: Csr, start: np.ndarray, *, depth: int | None, same_as: bool
+    ) -> list[tuple[int, list[np.ndarray], list[np.ndarray]]]:
+        """The levels reached from the id-ordered `start` keys: (depth, found, vias) each."""
+        self.visited[start] = True
+        found, vias = self.identities(start) if same_as else ([], [])
+        levels = [(0, found, vias)]
+        frontier = _frontier([start, *(self.expandable(f) for f in found)])
+        level = 0
+        while frontier.size and (depth is None or level < depth):
+            level += 1
+            nodes, via = self.admit(*self.gather(csr, frontier))
+            found, vias = self.identities(nodes) if same_as else ([], [])
+            levels.append((level, [nodes, *found], [via, *vias]))
+            frontier = _frontier([self.expandable(f) for f in (nodes, *found)])
+        return levels
 
 
 def reach(
@@ -176,21 +229,70 @@ def reach(
     csr = index.forward if direction == "downstream" else index.backward
     search = _Search(index, stop, as_of, np.zeros(index.n_nodes, np.bool_))
     start = np.unique(np.asarray(start, np.int64))
+    start = _alive(index, start, as_of)
+    return _ordered(search.walk(csr, start, depth=depth, same_as=same_as))
+
+
+def reach_many(
+    index: GraphIndex,
+    starts: np.ndarray,
+    *,
+    direction: Direction,
+    depth: int | None = None,
+    stop: np.ndarray | None = None,
+    as_of: int | None = None,
+    same_as: bool = True,
+) -> Reach:
+    """`reach` from each of the dense `starts` on its own, in batches: one search for many.
+
+    Row for row what `reach(index, [s], ...)` gives for each start `s`, tagged in `start`
+    with the start's position in `starts`, by start. Starts that are not nodes (-1) or did
+    not exist `as_of` reach nothing. A batch of starts is walked as one search over (start,
+    node) keys, so per-level numpy calls are shared across the batch (see `_Search`).
+
+    >>> import polars as pl
+    >>> from braid.unify.index import GraphIndex
+    >>> nodes = pl.DataFrame({"id": ["a", "b", "c"], "kind": ["dataset", "run", "model"]})
+    >>> edges = pl.DataFrame({"src": ["a", "b"], "dst": ["b", "c"], "kind": ["input", "output"]})
+    >>> found = reach_many(GraphIndex.build(nodes, edges), np.array([2, -1, 1]), direction="upstream")
+    >>> found.start.tolist(), found.node.tolist(), found.depth.tolist(), found.via.tolist()
+    ([0, 0, 2], [1, 0, 0], [1, 2, 1], [1, 0, 0])
+    """
+    csr = index.forward if direction == "downstream" else index.backward
+    starts = np.asarray(starts, np.int64)
+    n = index.n_nodes
+    batch = max(1, min(_BATCH, starts.size, _BATCH_KEYS // max(n, 1)))
+    search = _Search(index, stop, as_of, np.zeros(batch * n, np.bool_), batched=True)
+    parts: list[Reach] = []
+    for lo in range(0, starts.size, batch):
+        slot = np.arange(min(batch, starts.size - lo), dtype=np.int64)
+        node = starts[lo : lo + slot.size]
+        known = (node >= 0) & (node < n)
+        slot, node = slot[known], node[known]
+        if as_of is not None:
+            alive = index.node_created[node] <= as_of
+            slot, node = slot[alive], node[alive]
+        levels = search.walk(csr, slot * n + node, depth=depth, same_as=same_as)
+        search.visited[slot * n + node] = False  # cleared where set: cheaper than anew
+        for _, found, _ in levels:
+            for keys in found:
+                search.visited[keys] = False
+        part = _ordered(levels)  # by depth, then slot and node
+        owner = part.node // n
+        order = np.argsort(owner.astype(np.int16), kind="stable")  # by slot: a radix sort
+        part = part.take(order)
+        owner = owner[order]
+        parts.append(Reach(part.node - owner * n, part.depth, part.via, owner + lo))
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return Reach(empty, empty.copy(), empty.copy(), empty.copy())
+    return Reach(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("node", "depth", "via", "start")))
+
+
+def _alive(index: GraphIndex, start: np.ndarray, as_of: int | None) -> np.ndarray:
+    """The starts that are nodes and existed `as_of`."""
     start = start[(start >= 0) & (start < index.n_nodes)]
-    if as_of is not None:
-        start = start[index.node_created[start] <= as_of]
-    search.visited[start] = True
-    found, vias = search.identities(start) if same_as else ([], [])
-    levels = [(0, found, vias)]
-    frontier = _frontier([start, *(search.expandable(f) for f in found)])
-    level = 0
-    while frontier.size and (depth is None or level < depth):
-        level += 1
-        nodes, via = search.admit(*csr.gather(frontier))
-        found, vias = search.identities(nodes) if same_as else ([], [])
-        levels.append((level, [nodes, *found], [via, *vias]))
-        frontier = _frontier([search.expandable(f) for f in (nodes, *found)])
-    return _ordered(levels)
+    return start if as_of is None else start[index.node_created[start] <= as_of]
 
 
 def _frontier(chunks: list[np.ndarray]) -> np.ndarray:
@@ -309,6 +411,45 @@ def _traverse(
     return _reach_frame(index, nodes, _filtered(index, found, kinds=kinds, tools=tools))
 
 
+def each(
+    index: GraphIndex,
+    nodes: pl.DataFrame,
+    start_ids: pl.Series,
+    direction: Direction,
+    *,
+    depth: int | None = None,
+    kinds: Sequence[str] | None = None,
+    tools: Sequence[str] | None = None,
+    stop_at: StopAt | None = None,
+    as_of: datetime | None = None,
+    same_as: bool = True,
+) -> pl.DataFrame:
+    """`upstream` or `downstream` of each start id on its own, with a `start` column.
+
+    The rows are those of the one-start call for each start in turn, in `start_ids` order,
+    tagged with the start; unknown start ids give no rows. One `reach_many` serves them all.
+
+    >>> import polars as pl
+    >>> from braid.unify.index import GraphIndex
+    >>> nodes = pl.DataFrame({"id": ["a", "b", "c"], "kind": ["dataset", "run", "model"]})
+    >>> edges = pl.DataFrame({"src": ["a", "b"], "dst": ["b", "c"], "kind": ["input", "output"]})
+    >>> starts = pl.Series(["b", "zzz", "c"])
+    >>> each(GraphIndex.build(nodes, edges), nodes, starts, "upstream").select("start", "id", "depth").rows()
+    [('b', 'a', 1), ('c', 'b', 1), ('c', 'a', 2)]
+    """
+    found = reach_many(
+        index,
+        index.lookup(start_ids),
+        direction=direction,
+        depth=depth,
+        stop=_stop_mask(nodes, stop_at),
+        as_of=None if as_of is None else epoch_us(as_of),
+        same_as=same_as,
+    )
+    starts = start_ids.cast(pl.String)
+    return _reach_frame(index, nodes, _filtered(index, found, kinds=kinds, tools=tools), starts)
+
+
 def _stop_mask(nodes: pl.DataFrame, stop_at: StopAt | None) -> np.ndarray | None:
     """`stop_at` evaluated once over all nodes, as a boolean mask (null -> False)."""
     if stop_at is None:
@@ -330,12 +471,18 @@ def _filtered(
         keep &= np.isin(index.node_tool[found.node], index.tool_codes(tools))
     if keep.all():
         return found
-    return Reach(found.node[keep], found.depth[keep], found.via[keep])
+    return found.take(keep)
 
 
-def _reach_frame(index: GraphIndex, nodes: pl.DataFrame, found: Reach) -> pl.DataFrame:
-    """Node rows gathered by dense id, plus depth and the reaching edge; by depth then id."""
+def _reach_frame(
+    index: GraphIndex, nodes: pl.DataFrame, found: Reach, starts: pl.Series | None = None
+) -> pl.DataFrame:
+    """Node rows gathered by dense id, plus depth and the reaching edge; by depth then id.
+
+    With `starts` (for a `reach_many` result), also each row's start id, and rows by start first.
+    """
     found = _id_ordered(index, found)
+    tagged = [] if starts is None else [pl.lit(starts.gather(found.start).alias("start"))]
     # One select, so polars runs the gathers side by side and Python calls it once.
     return nodes.select(
         pl.all().gather(found.node),
@@ -343,20 +490,28 @@ def _reach_frame(index: GraphIndex, nodes: pl.DataFrame, found: Reach) -> pl.Dat
         pl.col("id").gather(index.edge_src[found.via]).alias("via_src"),
         pl.col("id").gather(index.edge_dst[found.via]).alias("via_dst"),
         pl.lit(index.edge_kind_names(found.via)),
+        *tagged,
     )
 
 
 def _id_ordered(index: GraphIndex, found: Reach) -> Reach:
-    """Rows by depth then id. Dense order is id order in a canonical catalog: nothing to do."""
+    """Rows by (start,) depth then id. Dense order is id order in a canonical catalog: nothing
+    to do."""
     if index.ids_sorted or len(found) < 2:
         return found
     if len(found) > _RANK_ROWS or index.ranked:
-        key = (found.depth << 32) | index.id_rank[found.node]
-        order = np.argsort(key)
+        rank = index.id_rank[found.node]
+        if found.start is None:
+            order = np.argsort((found.depth << 32) | rank)
+        else:
+            order = np.lexsort((rank, found.depth, found.start))
     else:
         keys = pl.DataFrame({"depth": found.depth, "id": index.ids.gather(found.node)})
-        order = keys.with_row_index("row").sort("depth", "id").get_column("row").to_numpy()
-    return Reach(found.node[order], found.depth[order], found.via[order])
+        by = ["depth", "id"]
+        if found.start is not None:
+            keys, by = keys.with_columns(start=found.start), ["start", *by]
+        order = keys.with_row_index("row").sort(by).get_column("row").to_numpy()
+    return found.take(order)
 
 
 def paths(

@@ -135,6 +135,38 @@ def test_8_distinct_datasets_per_registered_version(cat: Catalog, facts: dict[st
     assert counts == {("churn", "1"): 1, ("churn", "2"): 1, ("legacy-model", "1"): 2}
 
 
+@pytest.mark.parametrize(("call", "options"), [
+    ("upstream(r.model_version_id, kinds => ['dataset'])", {"kinds": ["dataset"]}),
+    ("upstream(r.model_version_id)", {}),
+    ("upstream(r.model_version_id, depth => 2, stop_at => kind = 'run', same_as => false)",
+     {"depth": 2, "stop_at": pl.col("kind") == "run", "same_as": False}),
+    ("downstream(r.run_id, tools => ['mlflow'], kinds => ['model', 'model_version'], as_of => :moment)",
+     {"tools": ["mlflow"], "kinds": ["model", "model_version"], "as_of": "moment"}),
+])
+def test_lateral_call_is_one_walk_per_start(cat: Catalog, call: str, options: dict[str, Any]) -> None:
+    from braid.unify.query._execute import prepare
+
+    moment = cat.nodes["created_at"].drop_nulls().sort()[cat.nodes.height // 2]
+    if options.get("as_of"):
+        options = {**options, "as_of": moment}
+    column = call.split("(r.")[1].split(")")[0].split(",")[0]
+    fn = getattr(cat, call.split("(")[0])
+    sql = f"SELECT r.name, r.version, u.id, u.depth, u.via_src, u.via_kind, u.start FROM registry r, {call} u"
+    _, run, _ = prepare(cat, sql, {"moment": moment})
+    (frame,) = [f for name, f in run.frames.items() if name.startswith("__" + fn.__name__)]
+    registry = cat.table("registry")
+    starts = registry[column].drop_nulls().unique().sort().to_list()
+    known = [s for s in starts if s in set(cat.nodes["id"])]
+    assert known  # the registry's versions and runs are nodes
+    want = pl.concat([fn(s, **options).with_columns(start=pl.lit(s, pl.String)) for s in known])
+    assert_frame_equal(frame, want)  # rows, order and dtypes
+    got = cat.query(sql, {"moment": moment}).sort(pl.all())
+    joined = registry.select("name", "version", column).join(want.drop("name", "version"), left_on=column,
+                                                             right_on="start")
+    joined = joined.with_columns(start=pl.col(column)).select(got.columns).sort(pl.all())
+    assert_frame_equal(got, joined)
+
+
 # -- parameters, time travel, graph options -------------------------------------------------------
 def test_parameters_are_values_not_sql(cat: Catalog) -> None:
     sneaky = "x' OR '1'='1"

@@ -596,3 +596,90 @@ def test_csr_from_pairs(n: int) -> None:
     nbr, edge = csr.gather(frontier)
     assert nbr.tolist() == [*csr.neighbours(7), *csr.neighbours(3), *csr.neighbours(7)]
     assert edge.tolist() == [*csr.edges_of(7), *csr.edges_of(3), *csr.edges_of(7)]
+
+
+# -- reach_many: a batch of searches is each start's own search ------------------------------
+
+
+def dated_graph(seed: int, n: int, m: int, same_as: int) -> tuple[GraphIndex, pl.DataFrame]:
+    """Random lineage with cycles and parallel edges, same_as links, and some undated rows."""
+    rng = np.random.default_rng(seed)
+    ids, src, dst, kinds = random_graph(seed, n, m, same_as=same_as)
+    flip = rng.random(src.size) < 0.2  # back edges: cycles
+    src, dst = np.where(flip, dst, src), np.where(flip, src, dst)
+    dup = rng.integers(0, src.size, src.size // 10)  # parallel edges: the winner rule matters
+    src, dst, kinds = np.concatenate([src, src[dup]]), np.concatenate([dst, dst[dup]]), kinds + [kinds[i] for i in dup]
+    nodes, edges = frames(ids, src, dst, kinds)
+
+    def days(count: int) -> pl.Series:
+        day = rng.integers(1, 28, count)
+        return pl.Series([None if d > 24 else at(int(d)) for d in day], dtype=pl.Datetime("us", "UTC"))
+
+    nodes = nodes.with_columns(created_at=days(nodes.height))
+    edges = edges.with_columns(created_at=days(edges.height))
+    if seed % 2:
+        nodes = nodes.sample(fraction=1.0, shuffle=True, seed=seed)  # ids out of dense order
+    return GraphIndex.build(nodes, edges), nodes
+
+
+REACH_OPTIONS = [
+    {},
+    {"depth": 2},
+    {"same_as": False},
+    {"as_of": at(14)},
+    {"stop": "tool"},
+    {"depth": 3, "as_of": at(20), "stop": "tool", "same_as": True},
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("options", REACH_OPTIONS)
+@pytest.mark.parametrize("batch", [1, 4, 64])
+def test_reach_many_matches_reach_per_start(
+    monkeypatch: pytest.MonkeyPatch, seed: int, options: dict[str, object], batch: int
+) -> None:
+    index, nodes = dated_graph(seed, 120, 260, same_as=30)
+    monkeypatch.setattr(traversal, "_BATCH", batch)  # several batches: visited is cleared between
+    if batch == 4:  # reach dedups levels by scatter, reach_many by sort: the same winners
+        monkeypatch.setattr(traversal, "_SMALL_LEVEL", 0)
+    rng = np.random.default_rng(seed)
+    starts = np.concatenate([rng.integers(0, index.n_nodes, 23), [-1, 5, 5, index.n_nodes]])
+    kwargs = dict(options)
+    if kwargs.pop("stop", None):
+        kwargs["stop"] = index.node_tool == index.tool_codes(["wandb"])[0]
+    if "as_of" in kwargs:
+        kwargs["as_of"] = traversal.epoch_us(kwargs["as_of"])  # type: ignore[arg-type]
+    for direction in ("upstream", "downstream"):
+        got = traversal.reach_many(index, starts, direction=direction, **kwargs)  # type: ignore[arg-type]
+        assert got.start is not None and (np.diff(got.start) >= 0).all()
+        for at_, start in enumerate(starts.tolist()):
+            want = reach(index, np.array([start]), direction=direction, **kwargs)  # type: ignore[arg-type]
+            mine = got.start == at_
+            assert got.node[mine].tolist() == want.node.tolist(), (direction, start)
+            assert got.depth[mine].tolist() == want.depth.tolist()
+            assert got.via[mine].tolist() == want.via.tolist()
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("options", [
+    {},
+    {"kinds": ["dataset"]},
+    {"tools": ["dvc", "wandb"], "depth": 2},
+    {"as_of": at(14), "stop_at": pl.col("tool") == "wandb", "kinds": ["run"]},
+    {"same_as": False, "stop_at": lambda frame: frame["kind"] == "dataset"},
+])
+def test_each_matches_one_call_per_start(seed: int, options: dict[str, object]) -> None:
+    index, nodes = dated_graph(seed + 10, 150, 300, same_as=40)
+    starts = pl.Series(sorted({*nodes["id"].sample(30, seed=seed).to_list(), "missing", "n0001"}))
+    for fn in (upstream, downstream):
+        got = traversal.each(index, nodes, starts, fn.__name__, **options)  # type: ignore[arg-type]
+        parts = [fn(index, nodes, s, **options).with_columns(start=pl.lit(s, pl.String))  # type: ignore[arg-type]
+                 for s in starts.to_list() if s in set(nodes["id"])]
+        assert_frame_equal(got, pl.concat(parts))
+    assert traversal.each(index, nodes, pl.Series(["missing"], dtype=pl.String), "upstream").is_empty()
+
+
+def test_reach_many_of_no_starts() -> None:
+    index, _ = dated_graph(0, 20, 30, same_as=2)
+    found = traversal.reach_many(index, np.zeros(0, np.int64), direction="upstream")
+    assert len(found) == 0 and found.start is not None and found.start.size == 0

@@ -18,6 +18,7 @@ import polars as pl
 from sqlglot import exp
 
 from ..errors import NodeNotFound, QueryError
+from ..traversal import each
 from ._binder import Bound, GraphCall, ParamValue, bind, literal_strings, literal_value, timestamp_value
 from ._dialect import Braid, _Generator, error_at, parse, split_explain
 from ._functions import AS_OF_COLUMN, AS_OF_VIA
@@ -215,8 +216,10 @@ def _evaluate(call: GraphCall, run: Run) -> None:
 
 
 def _lateral(call: GraphCall, column: exp.Column, run: Run, options: dict[str, Any]) -> pl.DataFrame:
-    """`FROM registry r, upstream(r.model_version_id) u`: one walk per distinct id of the column,
-    each row tagged with its `start`, and the join rewritten to `ON u.start = r.model_version_id`."""
+    """`FROM registry r, upstream(r.model_version_id) u`: a walk from each distinct id of the
+    column on its own (all walked as one batched search, traversal.each), each row tagged with
+    its `start`, and the join rewritten to `ON u.start = r.model_version_id`. Ids that are not
+    nodes reach nothing."""
     join = call.table.parent
     select = call.table.find_ancestor(exp.Select)
     sources: list[exp.Expr] = []
@@ -230,16 +233,15 @@ def _lateral(call: GraphCall, column: exp.Column, run: Run, options: dict[str, A
                        f"{call.function.name}() in the same FROM", hint="e.g. FROM registry r, upstream(r.model_id) u")
     frame = run.frames[source.name]
     values = (frame.lazy() if isinstance(frame, pl.DataFrame) else frame).select(pl.col(column.name)).collect()
-    starts = values.to_series().drop_nulls().unique().sort().to_list()
-    known = set(run.catalog.index.ids.filter(run.catalog.index.ids.is_in(starts)).to_list())
-    walk = getattr(run.catalog, call.function.name)
-    parts = [walk(s, **options).with_columns(start=pl.lit(s, pl.String)) for s in starts if s in known]
+    starts = values.to_series().drop_nulls().unique().sort()
+    catalog = run.catalog
+    found = each(catalog.index, catalog.nodes, starts, call.function.name, **options)
     on = exp.column("start", table=call.alias).eq(column.copy())
     condition = join.args.get("on")
     join.set("on", on if condition is None else exp.and_(on, condition))
     if not join.args.get("kind") and not join.args.get("side"):
         join.set("kind", "INNER" if condition is None else join.args.get("kind"))
-    return pl.concat(parts) if parts else _empty(call.function.name, run)
+    return found if found.height else _empty(call.function.name, run)
 
 
 def _empty(function: str, run: Run) -> pl.DataFrame:
