@@ -170,7 +170,7 @@ TOOL_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "PYTHONWARNINGS": "
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, **GIT_ENV, **TOOL_ENV, "WANDB_DIR": str(cwd),
+    env = {**os.environ, **GIT_ENV, **TOOL_ENV, "WANDB_DIR": str(cwd.resolve()),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for variable in ("MLFLOW_TRACKING_URI", "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT"):
         env.pop(variable, None)
@@ -225,6 +225,9 @@ def run_demo(folder: Path, *, progress: bool = True) -> None:
     config = load_config(folder / "braid.toml")
     with progress_display(enabled=progress) as report:
         result = sync(config, progress=report)
+    for failed in result.failed:  # the demo's answer needs every tool: a source that failed fails it
+        assert failed.error is not None
+        raise failed.error
     click.echo(f"synced {', '.join(s.name for s in result.sources)} into {result.catalog} "
                f"(generation {result.generation}, {result.same_as} same_as links)\n")
     cat = open_catalog(config.catalog)

@@ -14,7 +14,7 @@ from braid.unify import open_catalog
 
 def test_demo_builds_syncs_and_answers(tmp_path: Path, braid_cli) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path / "demo"
-    proc = braid_cli("demo", str(folder))
+    proc = braid_cli("demo", "demo")  # relative, as `make demo` gives it
     assert proc.returncode == 0, proc.stderr
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True).stdout.strip()
     # the answer names the commit the training script ran at, and both datasets
