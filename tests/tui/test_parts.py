@@ -54,6 +54,23 @@ def test_search_is_vectorised_over_a_million_names() -> None:
     assert time.perf_counter() - started < 2.0  # generous: a loaded 2-core machine
 
 
+def test_typing_on_narrows_the_search_to_the_last_keys_rows_and_finds_the_same() -> None:
+    rng = np.random.default_rng(1)
+    words = ["train", "tune", "hub", "run", "data", "eval", "x"]
+    names = ["-".join(rng.choice(words, 3)) + f"-{i}" for i in range(3000)]
+    nodes = _nodes(names).with_columns(tool=pl.Series(rng.choice(["mlflow", "dvc"], len(names))))
+    typing, fresh = SearchIndex(nodes), SearchIndex(nodes)
+    dvc = Filters(tools=frozenset({"dvc"}))
+    for text in ("hub-tr", "tune x", "trn hb", "run-1", "data eval-2", "ev", "hub-trz"):
+        for filters in (None, dvc):
+            for end in [*range(1, len(text) + 1), len(text) - 2]:  # typing, then a backspace or two
+                for limit in (5, 50):
+                    fresh._last.clear()
+                    got = typing.search(text[:end], filters=filters, limit=limit)
+                    assert got.tolist() == fresh.search(text[:end], filters=filters, limit=limit).tolist(), text[:end]
+    assert typing._last  # the narrowing was used
+
+
 @pytest.fixture()
 def star(tmp_path: Path) -> Explorer:
     """hub -> 300 runs; run 0 is older than the rest; hub has a same_as twin."""
