@@ -482,5 +482,45 @@ def demo(folder: Path, quiet: bool) -> None:
     run_demo(folder, progress=not quiet)
 
 
+@main.command()
+@click.option("--from", "source", required=True, help="The source to copy from (a name in braid.toml).")
+@click.option("--to", "target", required=True, help="The target to copy into (a name in braid.toml).")
+@click.option("--select", "select", help="A query whose `id` column names the source runs to migrate "
+              "(over the synced catalog), e.g. \"SELECT id FROM runs WHERE project = 'churn'\".")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the expected report; write nothing.")
+@click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table", show_default=True,
+              help="Report format.")
+@click.pass_context
+def migrate(ctx: click.Context, source: str, target: str, select: str | None, dry_run: bool, fmt: str) -> None:
+    """Copy runs from one source in braid.toml to another, with a fidelity report.
+
+    \b
+    Re-running creates nothing new; an interrupted migration continues where it stopped (the
+    id map is kept in the catalog folder). Exit 1 when the target fails or does not read back
+    the same as the source.
+    """
+    from .migrate import migrate as run_migrate
+
+    config = _config(ctx)
+    specs = {s.name: s for s in config.sources}
+    for name in (source, target):
+        if name not in specs:
+            from .errors import MigrationUsageError
+
+            raise MigrationUsageError(f"no source named {name!r} in braid.toml",
+                                      hint="sources: " + (", ".join(specs) or "none"))
+    catalog = Path(ctx.obj["catalog_path"] or config.catalog).resolve()
+    selected = None
+    if select is not None:
+        ids = _catalog(ctx).query(select)
+        if "id" not in ids.columns:
+            raise UsageError("--select: the query must return an `id` column of run ids")
+        selected = [i for i in ids["id"].to_list() if i and i.startswith(f"{source}:run/")]
+    report = run_migrate(specs[source], specs[target], catalog=catalog, select=selected, dry_run=dry_run)
+    click.echo(report.to_json() if fmt == "json" else report.summary())
+    if report.verified is False:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -128,3 +128,22 @@ class TransactionLogError(SourceError):
         super().__init__(path, f"{message} (at offset {offset})", hint=hint)
         self.path = path
         self.offset = offset
+
+
+class MigrationUsageError(UsageError):
+    """A migration that cannot be run as asked: an unknown source or target, or a direction braid
+    does not migrate yet."""
+
+
+class MigrationError(BraidError):
+    """A migration that stopped part-way; the id map keeps what was done, so re-running the same
+    command continues where it stopped."""
+
+    def __init__(self, source: str, target: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"migrating {source!r} to {target!r}: {message}", hint=hint)
+        self.source = source
+        self.target = target
+
+
+class MigrationTargetError(MigrationError):
+    """The target failed mid-way (unreachable, refused a write)."""

@@ -1,0 +1,120 @@
+"""Migration between tracking tools, with a fidelity report.
+
+This version moves MLflow to MLflow (one tracking store or server to another): experiments,
+runs with params, the full metric history, tags, times, status, user, git commit, parent links,
+dataset inputs and registry entries. Re-running creates nothing new; an interrupted migration
+continues where it stopped (the id map lives in the catalog folder). The report says, per entity
+kind, what was carried, transformed (how) and not carried (why), and is checked by reading the
+target back with braid's own connector.
+
+>>> from braid.unify.migrate import migrate                                  # doctest: +SKIP
+>>> report = migrate(config.source("old"), config.source("new"), catalog=config.catalog)  # doctest: +SKIP
+>>> print(report.summary())                                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import requests
+from mlflow.exceptions import MlflowException
+
+from braid.unify.errors import BraidError, MigrationTargetError, MigrationUsageError
+from braid.unify.source import Progress, SourceSpec, no_progress
+
+from ._idmap import IdMap
+from ._plan import FIELDS, Plan, SourceRead, make_plan, read_mlflow
+from ._report import KindReport, Report, expected_report, verify
+
+__all__ = ["FIELDS", "IdMap", "KindReport", "Plan", "Report", "SourceRead", "migrate"]
+
+# the directions this version migrates: (source tool, target tool)
+DIRECTIONS = {("mlflow", "mlflow")}
+
+
+def migrate(
+    source: SourceSpec, target: SourceSpec, *, catalog: Path, select: Sequence[str] | None = None,
+    dry_run: bool = False, artifact_root: Path | None = None, progress: Progress = no_progress,
+) -> Report:
+    """Copy the source's runs (all live runs, or the run ids in `select`) into the target.
+
+    `artifact_root` is where experiments created in a database target keep their artifacts
+    (braid writes the full text of over-long values there); a server target chooses its own.
+    """
+    if (source.tool, target.tool) not in DIRECTIONS:
+        raise MigrationUsageError(f"braid does not migrate {source.tool} to {target.tool} yet",
+                                  hint="this version migrates mlflow to mlflow")
+    if source.name == target.name:
+        raise MigrationUsageError("the source and the target are the same source")
+    read = read_mlflow(source)
+    wanted = None if select is None else [s.rsplit("/", 1)[-1] for s in select]
+    plan = make_plan(source.name, target.name, read, select=wanted)
+    report = expected_report(plan, dry_run=dry_run)
+    idmap = IdMap.load(catalog, source.name, target.name)
+    if dry_run:
+        done = sum(idmap.run_done(r) for r in plan.run_ids)
+        report.reused["runs"] = done
+        report.created["runs"] = len(plan.run_ids) - done
+        return report
+    from ._mlflow_writer import MlflowWriter, long_value_path
+
+    problems: dict[str, Counter[str]] = {"model_version": Counter(), "alias": Counter()}
+    # MLflow prints a "View run ... at" line per run for server targets: keep stdout for the report
+    _quiet = contextlib.redirect_stdout(sys.stderr)
+    try:
+        _quiet.__enter__()
+        writer = MlflowWriter(target, artifact_root=artifact_root)
+        experiments = {e: writer.experiment(plan, idmap, e) for e in plan.experiment_ids}
+        writer.runs(plan, idmap, experiments, progress)
+        writer.registry(plan, idmap, problems)
+    except BraidError:
+        raise
+    except (MlflowException, requests.RequestException, OSError) as exc:
+        done = sum(idmap.run_done(r) for r in plan.run_ids)
+        raise MigrationTargetError(
+            source.name, target.name, f"the target failed after {done} of {len(plan.run_ids)} runs: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+            hint="what was written is kept; run the same migration again to continue") from None
+    finally:
+        _quiet.__exit__(None, None, None)
+    for kind, why in problems.items():
+        for reason, n in why.items():
+            report.kinds[kind].carried -= n
+            report.kinds[kind].not_carried[reason] += n
+    report.created, report.reused = writer.created, writer.reused
+    target_read = read_mlflow(target)
+    report.verification = verify(plan, target_read, _long_values(plan, idmap, target_read, long_value_path))
+    # versions the target refused are reported as not carried: the read-back expects them missing
+    refused = sum(problems["model_version"].values())
+    check = report.verification.get("model_version")
+    if check is not None and refused:
+        check["reported_not_carried"] = min(refused, check["missing"])
+        check["missing"] -= check["reported_not_carried"]
+    return report
+
+
+def _long_values(plan: Plan, idmap: IdMap, target: SourceRead, path_of: object) -> dict[tuple[str, str, str], str]:
+    """The full text of every value written as an artifact, read back from the target."""
+    import mlflow.artifacts
+    import polars as pl
+
+    from ._plan import MAX_PARAM_LENGTH, MAX_TAG_LENGTH
+
+    out: dict[tuple[str, str, str], str] = {}
+    uris = dict(target.raw["runs"].select("run_uuid", "artifact_uri").iter_rows())
+    for kind, limit in (("params", MAX_PARAM_LENGTH), ("tags", MAX_TAG_LENGTH)):
+        long = plan.frame(kind).filter(pl.col("value").str.len_chars() > limit)
+        for run_uuid, key in long.select("run_uuid", "key").iter_rows():
+            target_id = idmap.run_target(run_uuid)
+            if target_id is None or target_id not in uris:
+                continue
+            uri = f"{uris[target_id].rstrip('/')}/{path_of(kind, key)}"  # type: ignore[operator]
+            try:
+                out[(kind, run_uuid, key)] = mlflow.artifacts.load_text(uri)
+            except (MlflowException, OSError):
+                continue
+    return out

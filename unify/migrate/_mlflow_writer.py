@@ -1,0 +1,242 @@
+"""Write a plan into an MLflow tracking store or server with `MlflowClient`.
+
+Every object carries its original id as the tag `braid.source_id`, and the id map is saved after
+each one, so a re-run finds what exists (in the map, or by that tag when the map missed the last
+write before a crash) and creates nothing twice. Logging a param, tag or metric point that is
+already there is harmless in MLflow (same value; metric points are deduplicated by the store),
+which is what lets a half-written run be finished on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from braid.connectors.mlflow import tracking_uri
+from braid.connectors.mlflow._normalise import PARENT, USER
+from braid.unify.source import SourceSpec
+
+from ._idmap import IdMap
+from ._plan import (LONG_VALUE_DIR, MAX_PARAM_LENGTH, MAX_TAG_LENGTH, METRICS_PER_BATCH, PARAMS_TAGS_PER_BATCH,
+                    SOURCE_ID_TAG, SOURCE_NAME_TAG, SOURCE_PARENT_TAG, TRUNCATED_TAG, Plan)
+
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+# (section, source id) -> done; called after each object so the caller can report progress
+Step = Callable[[str, int, int | None], None]
+
+
+def writer_uri(spec: SourceSpec) -> str:
+    """The target's tracking URI, a relative sqlite path resolved against braid.toml's folder."""
+    uri = tracking_uri(spec)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(spec.base_dir / uri[len('sqlite:///'):]).resolve()}"
+    return uri
+
+
+def long_value_path(kind: str, key: str) -> str:
+    """Where a value too long for the target is written in full, inside the run's artifacts."""
+    return f"{LONG_VALUE_DIR}/{kind}/{urllib.parse.quote(key, safe='')}.txt"
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+class MlflowWriter:
+    """Creates experiments, runs and registry entries in one MLflow target."""
+
+    def __init__(self, spec: SourceSpec, *, artifact_root: Path | None = None) -> None:
+        uri = writer_uri(spec)
+        self.client = MlflowClient(uri, uri)
+        self.artifact_root = artifact_root
+        self.created: Counter[str] = Counter()
+        self.reused: Counter[str] = Counter()
+
+    # -- experiments --------------------------------------------------------------------------
+    def experiment(self, plan: Plan, idmap: IdMap, experiment_id: str) -> str:
+        known = idmap.get("experiments", experiment_id)
+        if known is not None:
+            self.reused["experiments"] += 1
+            return str(known)
+        row = plan.read.raw["experiments"].filter(pl.col("experiment_id") == experiment_id).row(0, named=True)
+        existing = self.client.get_experiment_by_name(row["name"])
+        if existing is not None:
+            target_id = existing.experiment_id
+            self.reused["experiments"] += 1
+        else:
+            location = None
+            if self.artifact_root is not None:
+                location = (self.artifact_root / f"{plan.source}-{experiment_id}").resolve().as_uri()
+            target_id = self.client.create_experiment(row["name"], artifact_location=location)
+            self.created["experiments"] += 1
+        tags = plan.read.raw["experiment_tags"].filter(pl.col("experiment_id") == experiment_id)
+        for key, value in tags.select("key", "value").iter_rows():
+            self.client.set_experiment_tag(target_id, key, value)
+        self.client.set_experiment_tag(target_id, SOURCE_ID_TAG, experiment_id)
+        idmap.set("experiments", experiment_id, target_id)
+        idmap.save()
+        return str(target_id)
+
+    # -- runs ---------------------------------------------------------------------------------
+    def adopt_orphans(self, plan: Plan, idmap: IdMap, experiments: list[str]) -> None:
+        """Runs a killed migration created but never recorded in the map: found by their tags."""
+        page = None
+        while True:
+            found = self.client.search_runs(experiments, f"tags.`{SOURCE_NAME_TAG}` = '{plan.source}'",
+                                            max_results=1000, page_token=page)
+            for run in found:
+                source_id = run.data.tags.get(SOURCE_ID_TAG)
+                if source_id and idmap.run_target(source_id) is None:
+                    idmap.set_run(source_id, run.info.run_id, done=False)
+            page = found.token
+            if not page:
+                break
+
+    def runs(self, plan: Plan, idmap: IdMap, experiments: dict[str, str], step: Step) -> None:
+        raw = plan.read.raw
+        by_run = {name: {k[0]: v for k, v in plan.frame(name).partition_by("run_uuid", as_dict=True).items()}
+                  for name in ("params", "tags", "metrics", "dataset_inputs")}
+        info = {r["run_uuid"]: r for r in raw["runs"].filter(pl.col("run_uuid").is_in(plan.run_ids)).iter_rows(named=True)}
+        self.adopt_orphans(plan, idmap, list(experiments.values()))
+        for n, run_uuid in enumerate(plan.run_ids):
+            if idmap.run_done(run_uuid):
+                self.reused["runs"] += 1
+            else:
+                parts = {name: frames.get(run_uuid) for name, frames in by_run.items()}
+                self._run(plan, idmap, info[run_uuid], experiments[info[run_uuid]["experiment_id"]], parts)
+            step("runs", n + 1, len(plan.run_ids))
+
+    def _run(self, plan: Plan, idmap: IdMap, info: dict[str, Any], experiment: str,
+             parts: dict[str, pl.DataFrame | None]) -> None:
+        run_uuid = info["run_uuid"]
+        tags = dict(parts["tags"].select("key", "value").iter_rows()) if parts["tags"] is not None else {}
+        parent = tags.pop(PARENT, None)
+        own = {SOURCE_ID_TAG: run_uuid, SOURCE_NAME_TAG: plan.source}
+        if parent is not None:
+            mapped = idmap.run_target(parent)
+            if mapped is not None:
+                own[PARENT] = mapped
+            else:
+                own[SOURCE_PARENT_TAG] = parent
+        target_id = idmap.run_target(run_uuid)
+        if target_id is None:
+            user = tags.get(USER) or info["user_id"]
+            run = self.client.create_run(experiment, start_time=info["start_time"], run_name=info["name"],
+                                         tags={**own, **({USER: user} if user else {})})
+            target_id = run.info.run_id
+            idmap.set_run(run_uuid, target_id, done=False)
+            idmap.save()
+            self.created["runs"] += 1
+        else:
+            self.reused["runs (finished after an interruption)"] += 1
+
+        truncated: list[dict[str, str]] = []
+        params: list[Param] = []
+        if parts["params"] is not None:
+            for key, value in parts["params"].select("key", "value").iter_rows():
+                if value is not None and len(value) > MAX_PARAM_LENGTH:
+                    # MLflow would silently cut it at 6,000 characters: keep the head, write it all
+                    path = long_value_path("params", key)
+                    self.client.log_text(target_id, value, path)
+                    truncated.append({"kind": "param", "key": key, "artifact": path})
+                    value = value[:MAX_PARAM_LENGTH]
+                params.append(Param(key, value))
+        run_tags: list[RunTag] = []
+        for key, value in tags.items():
+            if value is not None and len(value) > MAX_TAG_LENGTH:
+                path = long_value_path("tags", key)
+                self.client.log_text(target_id, value, path)
+                truncated.append({"kind": "tag", "key": key, "artifact": path})
+                value = value[:MAX_TAG_LENGTH]
+            run_tags.append(RunTag(key, value))
+        if truncated:
+            run_tags.append(RunTag(TRUNCATED_TAG, json.dumps(truncated, sort_keys=True)))
+        for chunk in _chunks(params, PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(target_id, params=chunk)
+        for chunk in _chunks(run_tags, PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(target_id, tags=chunk)
+        if parts["metrics"] is not None:
+            points = [Metric(k, v, ts, st) for k, v, ts, st in
+                      parts["metrics"].select("key", "value", "timestamp", "step").iter_rows()]
+            for chunk in _chunks(points, METRICS_PER_BATCH):
+                self.client.log_batch(target_id, metrics=chunk)
+        if parts["dataset_inputs"] is not None:
+            inputs = [
+                DatasetInput(Dataset(name=d["name"], digest=d["digest"], source_type=d["source_type"],
+                                     source=d["source"], schema=d["schema"], profile=d["profile"]),
+                             tags=[InputTag(k, v) for k, v in json.loads(d["tags"] or "{}").items()])
+                for d in parts["dataset_inputs"].iter_rows(named=True)]
+            self.client.log_inputs(target_id, datasets=inputs)
+        if info["status"] in TERMINAL:
+            self.client.set_terminated(target_id, info["status"], end_time=info["end_time"])
+        elif info["status"] and info["status"] != "RUNNING":
+            self.client.update_run(target_id, status=info["status"])
+        idmap.set_run(run_uuid, target_id, done=True)
+        idmap.save()
+
+    # -- registry -----------------------------------------------------------------------------
+    def registry(self, plan: Plan, idmap: IdMap, problems: dict[str, Counter[str]]) -> None:
+        raw = plan.read.raw
+        descriptions = dict(raw["registered_models"].select("name", "description").iter_rows())
+        for name in raw["registered_models"]["name"].to_list():
+            if idmap.get("registered_models", name) is not None:
+                self.reused["registered_models"] += 1
+                continue
+            try:
+                self.client.get_registered_model(name)
+                self.reused["registered_models"] += 1
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                tags = dict(raw["registered_model_tags"].filter(pl.col("name") == name)
+                            .select("key", "value").iter_rows())
+                self.client.create_registered_model(name, tags=tags, description=descriptions.get(name) or None)
+                self.created["registered_models"] += 1
+            idmap.set("registered_models", name, name)
+            idmap.save()
+        versions = raw["model_versions"].filter(pl.col("current_stage").fill_null("") != "Deleted_Internal") \
+            .with_columns(n=pl.col("version").cast(pl.Int64)).sort("name", "n")
+        existing: dict[str, str] = {}
+        for name in versions["name"].unique().to_list():
+            for mv in self.client.search_model_versions(f"name = '{name}'"):
+                if SOURCE_ID_TAG in mv.tags:
+                    existing[mv.tags[SOURCE_ID_TAG]] = mv.version
+        for v in versions.iter_rows(named=True):
+            key = f"{v['name']}/{v['version']}"
+            target_version = idmap.get("model_versions", key) or existing.get(key)
+            if target_version is not None:
+                self.reused["model_versions"] += 1
+            else:
+                tags = dict(raw["model_version_tags"].filter(
+                    (pl.col("name") == v["name"]) & (pl.col("version") == v["version"])).select("key", "value").iter_rows())
+                run_id = idmap.run_target(v["run_id"]) if v["run_id"] else None
+                try:
+                    mv = self.client.create_model_version(
+                        v["name"], v["storage_location"] or v["source"], run_id=run_id,
+                        tags={**tags, SOURCE_ID_TAG: key}, run_link=v["run_link"] or None,
+                        description=v["description"] or None)
+                except MlflowException as exc:
+                    problems["model_version"][f"the target refused the version: {exc.message[:200]}"] += 1
+                    continue
+                target_version = mv.version
+                stage = v["current_stage"]
+                if stage and stage != "None":
+                    self.client.transition_model_version_stage(v["name"], target_version, stage)
+                self.created["model_versions"] += 1
+            idmap.set("model_versions", key, str(target_version))
+            idmap.save()
+        for name, alias, version in raw["aliases"].select("name", "alias", "version").iter_rows():
+            mapped = idmap.get("model_versions", f"{name}/{version}")
+            if mapped is None:
+                problems["alias"]["alias of a version that was not carried"] += 1
+                continue
+            self.client.set_registered_model_alias(name, alias, mapped)

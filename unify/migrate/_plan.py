@@ -1,0 +1,139 @@
+"""What a migration creates, decided from the source's frames before anything is written.
+
+The field mappings are data (`FIELDS`): for every entity kind, each field the source holds and
+what happens to it on the way: carried as is, transformed (and how), or not carried (and why).
+The plan, the expected report and the writer all read them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import polars as pl
+
+from braid.connectors.mlflow import open_store
+from braid.connectors.mlflow._artifacts import list_local
+from braid.connectors.mlflow._normalise import PARENT, normalise
+from braid.connectors.mlflow._raw import RawStore
+from braid.unify.source import SourceSpec, no_progress
+
+# MLflow's own limits: longer values are silently truncated by the client and server
+# (mlflow.utils.validation truncates params at 6,000 and tags at 8,000 characters)
+MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 8000
+# log_batch limits of the MLflow API
+METRICS_PER_BATCH = 1000
+PARAMS_TAGS_PER_BATCH = 100
+# where a value too long for the target is written in full, inside the target run's artifacts
+LONG_VALUE_DIR = "braid/long_values"
+# tags braid sets on what it creates: the original ids travel with the objects
+SOURCE_ID_TAG, SOURCE_NAME_TAG = "braid.source_id", "braid.source"
+SOURCE_PARENT_TAG = "braid.source_parent_id"
+TRUNCATED_TAG = "braid.truncated"
+
+How = Literal["carried", "transformed", "not_carried"]
+
+# entity kind -> field -> (how, why); the report counts entities, the mapping says what happens
+FIELDS: dict[str, dict[str, tuple[How, str]]] = {
+    "experiment": {
+        "name": ("carried", ""),
+        "tags": ("carried", ""),
+        "id": ("transformed", "the target assigns its own id; the source id travels as tag braid.source_id"),
+        "artifact_location": ("not_carried", "the target chooses its own artifact root"),
+        "creation_time": ("not_carried", "MLflow sets it when the experiment is created"),
+    },
+    "run": {
+        "name": ("carried", ""), "status": ("carried", ""), "start_time": ("carried", ""),
+        "end_time": ("carried", ""), "user": ("carried", "through the mlflow.user tag"),
+        "git_commit": ("carried", "through the mlflow.source.git.* tags"),
+        "id": ("transformed", "the target assigns its own run id; the source id travels as tag braid.source_id"),
+        "lifecycle_stage": ("not_carried", "deleted runs are not migrated"),
+    },
+    "param": {"value": ("carried", "")},
+    "metric_point": {"value": ("carried", "NaN and ±inf included, with the original step and timestamp")},
+    "tag": {"value": ("carried", "")},
+    "parent_link": {"parent": ("transformed", "mlflow.parentRunId names the parent's id in the target")},
+    "dataset_input": {"dataset": ("carried", "name, digest, source, schema, profile and input tags")},
+    "registered_model": {"name": ("carried", ""), "tags": ("carried", ""), "description": ("carried", "")},
+    "model_version": {"version": ("carried", "versions are created in order, so numbers match in a fresh target")},
+    "alias": {"alias": ("carried", "")},
+    "artifact": {"bytes": ("not_carried", "artifact bytes are not copied by this version of braid migrate")},
+    "logged_model": {"model": ("not_carried", "MLflow 3 LoggedModels are not created by this version of "
+                                              "braid migrate; registry versions point at the source's storage")},
+}
+# why a whole entity is left out
+DELETED = "deleted in the source"
+PARENT_NOT_MIGRATED = "the parent run is not part of this migration"
+PARAM_TOO_LONG = (f"longer than MLflow's {MAX_PARAM_LENGTH:,}-character param limit: the param holds the first "
+                  f"{MAX_PARAM_LENGTH:,} characters, the full value is the artifact {LONG_VALUE_DIR}/params/<key>.txt")
+TAG_TOO_LONG = (f"longer than MLflow's {MAX_TAG_LENGTH:,}-character tag limit: the tag holds the first "
+                f"{MAX_TAG_LENGTH:,} characters, the full value is the artifact {LONG_VALUE_DIR}/tags/<key>.txt")
+
+
+@dataclass
+class SourceRead:
+    """One MLflow store as braid's connector reads it: the store's frames and braid's graph."""
+
+    raw: RawStore
+    graph: dict[str, pl.DataFrame]
+
+
+@dataclass
+class Plan:
+    """The runs to migrate (parents before children) and everything they carry."""
+
+    source: str
+    target: str
+    read: SourceRead
+    run_ids: list[str]
+    experiment_ids: list[str]
+    skipped_runs: dict[str, str] = field(default_factory=dict)
+
+    def frame(self, table: str) -> pl.DataFrame:
+        """A raw table restricted to the planned runs."""
+        frame = self.read.raw[table]
+        return frame.filter(pl.col("run_uuid").is_in(self.run_ids)) if "run_uuid" in frame.columns else frame
+
+
+def read_mlflow(spec: SourceSpec) -> SourceRead:
+    """Read a whole MLflow store, metric history included, with braid's own connector."""
+    store = open_store(spec)
+    try:
+        raw = store.read_core(no_progress)
+        raw["metrics"] = store.read_metric_history(None, no_progress)
+        owners = [(r, "run", u) for r, u in raw["runs"].select("run_uuid", "artifact_uri").iter_rows()]
+        owners += [(m, "model", u) for m, u in raw["logged_models"].select("model_id", "artifact_location").iter_rows()]
+        raw["artifacts"] = list_local(owners, None, no_progress)[0]
+    finally:
+        store.close()
+    return SourceRead(raw, normalise(raw, spec.name))
+
+
+def parent_first(runs: pl.DataFrame, tags: pl.DataFrame) -> list[str]:
+    """Run ids ordered so that every parent comes before its children (then by start time)."""
+    parents = dict(tags.filter(pl.col("key") == PARENT).select("run_uuid", "value").iter_rows())
+    ids = runs.sort("start_time", "run_uuid", nulls_last=True)["run_uuid"].to_list()
+    present, depth = set(ids), {}
+
+    def level(run: str, seen: frozenset[str] = frozenset()) -> int:
+        if run not in depth:
+            parent = parents.get(run)
+            depth[run] = 0 if parent not in present or parent in seen else 1 + level(parent, seen | {run})
+        return depth[run]
+
+    return sorted(ids, key=level)  # sorted() is stable: start-time order within a level
+
+
+def make_plan(source: str, target: str, read: SourceRead, *, select: list[str] | None = None) -> Plan:
+    """The runs to carry: every live run of the source, or those `select` names (run uuids)."""
+    runs = read.raw["runs"]
+    skipped: dict[str, str] = {}
+    deleted = runs.filter(pl.col("lifecycle_stage").fill_null("active") == "deleted")["run_uuid"].to_list()
+    skipped.update(dict.fromkeys(deleted, DELETED))
+    live = runs.filter(~pl.col("run_uuid").is_in(deleted))
+    if select is not None:
+        live = live.filter(pl.col("run_uuid").is_in(select))
+    run_ids = parent_first(live, read.raw["tags"])
+    experiments = live["experiment_id"].unique(maintain_order=True).to_list()
+    return Plan(source, target, read, run_ids, experiments, skipped)

@@ -1,0 +1,241 @@
+"""The fidelity report: per entity kind, what was carried, transformed (how) and not carried (why),
+and the check that backs it: the target read back with braid's own connector and its normalised
+graph compared with the source's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from braid.connectors.mlflow._normalise import PARENT, USER
+
+from ._plan import (FIELDS, MAX_PARAM_LENGTH, MAX_TAG_LENGTH, PARAM_TOO_LONG, PARENT_NOT_MIGRATED,
+                    SOURCE_ID_TAG, TAG_TOO_LONG, Plan, SourceRead)
+
+NEW_ID = FIELDS["run"]["id"][1]
+USER_ADDED = "added: MLflow sets mlflow.user on every new run; for runs without it, the run's user ('unknown')"
+EXAMPLES = 5
+
+
+@dataclass
+class KindReport:
+    """One entity kind: how many were carried as is, transformed (per how), not carried (per why)."""
+
+    carried: int = 0
+    transformed: Counter[str] = field(default_factory=Counter)
+    not_carried: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"carried": self.carried, "transformed": dict(self.transformed),
+                "not_carried": dict(self.not_carried)}
+
+
+@dataclass
+class Report:
+    """What a migration did (or, for a dry run, would do) and whether the target reads back the same."""
+
+    source: str
+    target: str
+    dry_run: bool
+    kinds: dict[str, KindReport]
+    created: Counter[str] = field(default_factory=Counter)
+    reused: Counter[str] = field(default_factory=Counter)
+    verification: dict[str, dict[str, Any]] | None = None
+
+    @property
+    def verified(self) -> bool | None:
+        """True when every compared kind matched; None when nothing was compared (dry run)."""
+        if self.verification is None:
+            return None
+        return all(v["missing"] == 0 and v["unexpected"] == 0 for v in self.verification.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"from": self.source, "to": self.target, "dry_run": self.dry_run,
+                "kinds": {k: v.as_dict() for k, v in self.kinds.items()},
+                "created": dict(self.created), "reused": dict(self.reused),
+                "verified": self.verified, "verification": self.verification}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2, sort_keys=False)
+
+    def summary(self) -> str:
+        """The report as a few readable lines."""
+        head = "plan (dry run, nothing written)" if self.dry_run else "migrated"
+        lines = [f"{head}: {self.source} -> {self.target}"]
+        for kind, rep in self.kinds.items():
+            total = rep.carried + sum(rep.transformed.values()) + sum(rep.not_carried.values())
+            if not total:
+                continue
+            lines.append(f"  {kind}: {rep.carried} carried, {sum(rep.transformed.values())} transformed, "
+                         f"{sum(rep.not_carried.values())} not carried")
+            lines += [f"    transformed {n}: {how}" for how, n in rep.transformed.items()]
+            lines += [f"    not carried {n}: {why}" for why, n in rep.not_carried.items()]
+        if not self.dry_run:
+            created = ", ".join(f"{n} {k}" for k, n in self.created.items() if n) or "nothing"
+            reused = ", ".join(f"{n} {k}" for k, n in self.reused.items() if n) or "nothing"
+            lines.append(f"  created {created}; already in the target: {reused}")
+        if self.verification is not None:
+            state = "the target reads back the same" if self.verified else "the target DIFFERS from the source"
+            lines.append(f"  verified by reading the target back: {state}")
+            for kind, v in self.verification.items():
+                if v["missing"] or v["unexpected"]:
+                    lines.append(f"    {kind}: {v['missing']} missing, {v['unexpected']} unexpected, "
+                                 f"e.g. {v['examples'][:2]}")
+        return "\n".join(lines)
+
+
+def expected_report(plan: Plan, *, dry_run: bool) -> Report:
+    """The report the plan leads to, before anything is written."""
+    raw = plan.read.raw
+    kinds = {kind: KindReport() for kind in FIELDS}
+    kinds["experiment"].transformed[NEW_ID] = len(plan.experiment_ids)
+    kinds["run"].transformed[NEW_ID] = len(plan.run_ids)
+    for why in plan.skipped_runs.values():
+        kinds["run"].not_carried[why] += 1
+    params = plan.frame("params")
+    long_params = int((params["value"].str.len_chars() > MAX_PARAM_LENGTH).sum())
+    kinds["param"].carried = params.height - long_params
+    if long_params:
+        kinds["param"].transformed[PARAM_TOO_LONG] = long_params
+    kinds["metric_point"].carried = plan.frame("metrics").height
+    tags = plan.frame("tags")
+    links = tags.filter(pl.col("key") == PARENT)
+    tags = tags.filter(pl.col("key") != PARENT)
+    long_tags = int((tags["value"].str.len_chars() > MAX_TAG_LENGTH).sum())
+    kinds["tag"].carried = tags.height - long_tags
+    no_user = len(set(plan.run_ids) - set(tags.filter(pl.col("key") == USER)["run_uuid"].to_list()))
+    if no_user:
+        kinds["tag"].transformed[USER_ADDED] = no_user
+    if long_tags:
+        kinds["tag"].transformed[TAG_TOO_LONG] = long_tags
+    linked = int(links["value"].is_in(plan.run_ids).sum())
+    if linked:
+        kinds["parent_link"].transformed[FIELDS["parent_link"]["parent"][1]] = linked
+    if links.height - linked:
+        kinds["parent_link"].not_carried[PARENT_NOT_MIGRATED] = links.height - linked
+    kinds["dataset_input"].carried = plan.frame("dataset_inputs").height
+    kinds["registered_model"].carried = raw["registered_models"].height
+    versions = raw["model_versions"].filter(pl.col("current_stage").fill_null("") != "Deleted_Internal")
+    kinds["model_version"].carried = versions.height
+    kinds["alias"].carried = raw["aliases"].height
+    artifacts = raw["artifacts"].filter((pl.col("owner_kind") != "run") | pl.col("owner").is_in(plan.run_ids))
+    if artifacts.height:
+        kinds["artifact"].not_carried[FIELDS["artifact"]["bytes"][1]] = artifacts.height
+    models = raw["logged_models"].filter(pl.col("lifecycle_stage").fill_null("active") != "deleted")
+    if models.height:
+        kinds["logged_model"].not_carried[FIELDS["logged_model"]["model"][1]] = models.height
+    return Report(plan.source, plan.target, dry_run, kinds)
+
+
+# -- verification: the two normalised graphs, compared --------------------------------------------
+
+def run_map(target: SourceRead, source: str, target_name: str) -> dict[str, str]:
+    """Target run node id -> source run node id, from the braid.source_id tags braid wrote."""
+    tags = target.graph["tags"].filter(
+        (pl.col("key") == SOURCE_ID_TAG) & pl.col("node_id").str.starts_with(f"{target_name}:run/"))
+    return {t: f"{source}:run/{s}" for t, s in tags.select("node_id", "value").iter_rows()}
+
+
+def _align(frame: pl.DataFrame, columns: tuple[str, ...], runs: dict[str, str], source: str, target: str) -> pl.DataFrame:
+    """Target ids rewritten into the source's: run ids through the map, other ids by source name."""
+    return frame.with_columns([
+        pl.col(c).replace_strict(runs, default=pl.col(c).str.replace(f"^{target}:", f"{source}:"))
+        for c in columns])
+
+
+def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every column as text, so NaN equals NaN and lists compare by value."""
+    return frame.select([
+        (pl.col(c).list.join("\x1f") if isinstance(t, pl.List)
+         else pl.col(c).cast(pl.String)).alias(c) for c, t in frame.schema.items()]).fill_null("\0null")
+
+
+def _compare(expected: pl.DataFrame, actual: pl.DataFrame) -> dict[str, Any]:
+    exp, act = _as_text(expected), _as_text(actual.select(expected.columns))
+    keyed = [c for c in exp.columns]
+    exp = exp.with_columns(n=pl.int_range(pl.len()).over(keyed))
+    act = act.with_columns(n=pl.int_range(pl.len()).over(keyed))
+    missing = exp.join(act, on=[*keyed, "n"], how="anti")
+    unexpected = act.join(exp, on=[*keyed, "n"], how="anti")
+    examples = [{"missing": r} for r in missing.drop("n").head(EXAMPLES).to_dicts()]
+    examples += [{"unexpected": r} for r in unexpected.drop("n").head(EXAMPLES).to_dicts()]
+    return {"source": expected.height, "target": actual.height, "missing": missing.height,
+            "unexpected": unexpected.height, "examples": examples}
+
+
+def _added_user_tags(g: dict[str, pl.DataFrame], planned: list[str]) -> pl.DataFrame:
+    """MLflow's create_run always sets mlflow.user: for runs without it, the run's user (or 'unknown')."""
+    has = g["tags"].filter(pl.col("key") == USER)["node_id"].to_list()
+    return g["runs"].filter(pl.col("id").is_in(planned) & ~pl.col("id").is_in(has)).select(
+        node_id="id", key=pl.lit(USER), value=pl.col("user").fill_null("unknown"))
+
+
+RUN_COLUMNS = ("id", "project", "name", "status", "started_at", "ended_at", "user", "git_commit", "git_branch",
+               "git_remote")
+
+
+def verify(plan: Plan, target: SourceRead, long_values: dict[tuple[str, str, str], str]) -> dict[str, dict[str, Any]]:
+    """Compare the source's graph (the planned runs) with the target's, read back by braid's connector.
+
+    Values written in full as artifacts (`long_values`: (kind, run uuid, key) -> the text read back
+    from the target) are compared in full; everything braid itself added (braid.* tags) is left out.
+    """
+    src, tgt = plan.source, plan.target
+    g, t = plan.read.graph, target.graph
+    runs = run_map(target, src, tgt)
+    planned = [f"{src}:run/{r}" for r in plan.run_ids]
+    mine = list(runs.values())
+    out: dict[str, dict[str, Any]] = {}
+
+    def pick(frame: pl.DataFrame, column: str, ids: list[str]) -> pl.DataFrame:
+        return frame.filter(pl.col(column).is_in(ids))
+
+    out["run"] = _compare(pick(g["runs"], "id", planned).select(RUN_COLUMNS),
+                          pick(_align(t["runs"], ("id",), runs, src, tgt), "id", mine).select(RUN_COLUMNS))
+
+    def full(kind: str, frame: pl.DataFrame, id_col: str) -> pl.DataFrame:
+        """Target values with the full text of those written as artifacts."""
+        if not long_values:
+            return frame
+        fix = pl.DataFrame([{"_id": f"{src}:run/{r}", "key": k, "_full": v}
+                            for (kd, r, k), v in long_values.items() if kd == kind],
+                           schema={"_id": pl.String, "key": pl.String, "_full": pl.String})
+        return frame.join(fix, left_on=[id_col, "key"], right_on=["_id", "key"], how="left").with_columns(
+            value=pl.coalesce("_full", "value")).drop("_full")
+
+    params = pick(_align(t["params"], ("run_id",), runs, src, tgt), "run_id", mine)
+    out["param"] = _compare(pick(g["params"], "run_id", planned).select("run_id", "key", "value"),
+                            full("params", params, "run_id"))
+    out["metric_point"] = _compare(
+        pick(g["metrics"], "run_id", planned).select("run_id", "key", "step", "timestamp", "value"),
+        pick(_align(t["metrics"], ("run_id",), runs, src, tgt), "run_id", mine))
+    own = pl.col("key").str.starts_with("braid.") | (pl.col("key") == PARENT)
+    tags = pick(_align(t["tags"], ("node_id",), runs, src, tgt), "node_id", mine).filter(~own)
+    expected_tags = pick(g["tags"], "node_id", planned).filter(~own).select("node_id", "key", "value")
+    expected_tags = pl.concat([expected_tags, _added_user_tags(g, planned)])
+    out["tag"] = _compare(expected_tags,
+                          full("tags", tags, "node_id"))
+    edges_t = _align(t["edges"], ("src", "dst"), runs, src, tgt)
+    for kind, edge_kind in (("parent_link", "parent_of"), ("dataset_input", "input")):
+        cols = ("src", "dst", "attrs") if kind == "dataset_input" else ("src", "dst")
+        exp = g["edges"].filter((pl.col("kind") == edge_kind) & pl.col("dst").is_in(planned)
+                                & pl.col("src").str.starts_with(f"{src}:run/" if kind == "parent_link" else f"{src}:dataset/"))
+        if kind == "parent_link":
+            exp = exp.filter(pl.col("src").is_in(planned))
+        act = edges_t.filter((pl.col("kind") == edge_kind) & pl.col("dst").is_in(mine)
+                             & pl.col("src").str.starts_with(f"{src}:run/" if kind == "parent_link" else f"{src}:dataset/"))
+        out[kind] = _compare(exp.select(cols), act)
+    datasets_t = _align(t["nodes"].filter(pl.col("kind") == "dataset"), ("id",), runs, src, tgt)
+    used = g["edges"].filter((pl.col("kind") == "input") & pl.col("dst").is_in(planned)
+                             & pl.col("src").str.starts_with(f"{src}:dataset/"))["src"].to_list()
+    dcols = ("id", "name", "version", "digest", "uri", "attrs")
+    out["dataset"] = _compare(g["nodes"].filter(pl.col("id").is_in(used)).select(dcols),
+                              datasets_t.filter(pl.col("id").is_in(used)))
+    rcols = ("name", "version", "aliases", "stage")
+    out["model_version"] = _compare(g["registry"].select(rcols), t["registry"])
+    return out
