@@ -218,6 +218,25 @@ def dvc_repos(tmp_path_factory: pytest.TempPathFactory) -> DvcRepos:
     return DvcRepos(root, root / "repo", root / "source-repo", facts)
 
 
+def synced_demo(folder: Path) -> Path:
+    """`braid demo`'s workspace, written by the real git, dvc, mlflow and wandb, and synced."""
+    from braid.unify.config import load_config
+    from braid.unify.demo import build_workspace
+    from braid.unify.sync import sync
+
+    build_workspace(folder)
+    report = sync(load_config(folder / "braid.toml"))
+    assert not report.failed, [str(r.error) for r in report.failed]
+    return folder
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synced demo workspace per worker, for tests that only read it (xdist group `demo`);
+    a test that changes its files builds its own with `synced_demo`."""
+    return synced_demo(tmp_path_factory.mktemp("demo") / "demo")
+
+
 @pytest.fixture
 def braid_cli(tmp_path: Path):
     """Run the installed `braid` console script; returns the CompletedProcess."""

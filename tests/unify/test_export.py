@@ -29,12 +29,12 @@ from polars.testing import assert_frame_equal
 
 from braid.unify import open_catalog
 from braid.unify.catalog import Catalog
-from braid.unify.config import load_config
-from braid.unify.demo import build_workspace
 from braid.unify.export import facet_schemas, openlineage_events, select_graph, to_mermaid
 from braid.unify.export._openlineage import run_id
 from braid.unify.export._pictures import label
-from braid.unify.sync import sync
+
+# the demo workspace is built once per worker and shared with test_query_examples: same group
+pytestmark = pytest.mark.xdist_group("demo")
 
 ROOT = Path(__file__).parents[2]
 BRAID = Path(sys.executable).parent / "braid"
@@ -45,12 +45,8 @@ README_QUERY = UPSTREAM_OF_V2 + " UNION ALL SELECT 'mlflow:model_version/churn/2
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("export") / "demo"
-    build_workspace(folder)
-    report = sync(load_config(folder / "braid.toml"))
-    assert not report.failed
-    return folder
+def demo(demo_workspace: Path) -> Path:
+    return demo_workspace
 
 
 @pytest.fixture(scope="module")

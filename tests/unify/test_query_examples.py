@@ -20,20 +20,15 @@ import pytest
 import yaml
 
 from braid.unify import Catalog, open_catalog
-from braid.unify.config import load_config
-from braid.unify.demo import build_workspace
 from braid.unify.query._reference import EXAMPLES
-from braid.unify.sync import sync
 
-pytestmark = pytest.mark.slow
+# the demo workspace is built once per worker and shared with test_export: same group
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("examples") / "demo"
-    build_workspace(folder)
-    assert not sync(load_config(folder / "braid.toml")).failed
-    return folder
+def demo(demo_workspace: Path) -> Path:
+    return demo_workspace
 
 
 @pytest.fixture(scope="module")

@@ -30,9 +30,9 @@ import yaml
 from braid.unify import open_catalog
 from braid.unify.catalog import Catalog
 from braid.unify.config import load_config
-from braid.unify.demo import build_workspace
 from braid.unify.export._verify import hash_file
 from braid.unify.sync import sync
+from tests.conftest import synced_demo
 
 BRAID = Path(sys.executable).parent / "braid"
 DVC2 = Path(__file__).parents[1] / "data" / "dvc-repos"
@@ -40,10 +40,7 @@ DVC2 = Path(__file__).parents[1] / "data" / "dvc-repos"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("verify") / "demo"
-    build_workspace(folder)
-    assert not sync(load_config(folder / "braid.toml")).failed
-    return folder
+    return synced_demo(tmp_path_factory.mktemp("verify") / "demo")  # its files get altered
 
 
 @pytest.fixture(scope="module")

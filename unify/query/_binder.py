@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from functools import cache
@@ -228,6 +228,29 @@ def _did_you_mean(name: str, candidates: Iterable[str], *, prefix: str = "", suf
 
 
 # -- graph function calls -------------------------------------------------------------------------
+def lateral_join(call: GraphCall, column: exp.Column, sql: str, *, known: Callable[[str], bool]) -> exp.Table:
+    """`FROM registry r, upstream(r.model_version_id) u`: the table the column belongs to, with
+    the join rewritten to `ON u.start = r.model_version_id` (one walk per start, each row tagged
+    with its `start`). The executor and the --emit form both rewrite it so."""
+    join = call.table.parent
+    select = call.table.find_ancestor(exp.Select)
+    sources: list[exp.Expr] = []
+    if isinstance(join, exp.Join) and select is not None:
+        from_ = select.args.get("from_") or select.args.get("from")
+        joins = select.args.get("joins") or []
+        sources = [from_.this, *(j.this for j in joins[: joins.index(join)])] if from_ else []
+    source = next((s for s in sources if isinstance(s, exp.Table) and s.alias_or_name == column.table), None)
+    if source is None or not isinstance(join, exp.Join) or not known(source.name):
+        raise error_at(sql, column, f"{column.sql()} must be a column of a catalog table before "
+                       f"{call.function.name}() in the same FROM", hint="e.g. FROM registry r, upstream(r.model_id) u")
+    on = exp.column("start", table=call.alias).eq(column.copy())
+    condition = join.args.get("on")
+    join.set("on", on if condition is None else exp.and_(on, condition))
+    if not join.args.get("kind") and not join.args.get("side"):
+        join.set("kind", "INNER" if condition is None else join.args.get("kind"))
+    return source
+
+
 def graph_calls(tree: exp.Expr, sql: str) -> list[GraphCall]:
     """The graph function calls, arguments checked against their declarations, in tree order.
 

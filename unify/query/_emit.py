@@ -19,7 +19,7 @@ from sqlglot import exp
 from ..errors import QueryError
 from ..schema import TABLES
 from ._functions import AS_OF_COLUMN, AS_OF_VIA
-from ._binder import GraphCall, ParamValue, bind, literal_strings, literal_value, timestamp_value
+from ._binder import GraphCall, ParamValue, bind, lateral_join, literal_strings, literal_value, timestamp_value
 from ._dialect import Braid, error_at, parse, split_explain
 
 if TYPE_CHECKING:
@@ -190,24 +190,8 @@ def _graph_ctes(call: GraphCall, name: str, sql: str, max_depth: int) -> list[st
 
 
 def _lateral_starts(call: GraphCall, column: exp.Column, sql: str) -> str:
-    """`FROM registry r, upstream(r.model_version_id) u`: the column's ids as the starts, and the
-    join rewritten to `ON u.start = r.model_version_id`, as the executor does."""
-    join = call.table.parent
-    select = call.table.find_ancestor(exp.Select)
-    sources: list[exp.Expr] = []
-    if isinstance(join, exp.Join) and select is not None:
-        from_ = select.args.get("from_") or select.args.get("from")
-        joins = select.args.get("joins") or []
-        sources = [from_.this, *(j.this for j in joins[: joins.index(join)])] if from_ else []
-    source = next((s for s in sources if isinstance(s, exp.Table) and s.alias_or_name == column.table), None)
-    if source is None or not isinstance(join, exp.Join) or source.name not in TABLES:
-        raise error_at(sql, column, f"{column.sql()} must be a column of a catalog table before "
-                       f"{call.function.name}() in the same FROM", hint="e.g. FROM registry r, upstream(r.model_id) u")
-    on = exp.column("start", table=call.alias).eq(column.copy())
-    condition = join.args.get("on")
-    join.set("on", on if condition is None else exp.and_(on, condition))
-    if not join.args.get("kind") and not join.args.get("side"):
-        join.set("kind", "INNER")
+    """The distinct ids of a per-row call's column: its starts, each walked on its own."""
+    source = lateral_join(call, column, sql, known=TABLES.__contains__)
     return f"SELECT DISTINCT {_q(column.name)} FROM {source.name} WHERE {_q(column.name)} IS NOT NULL"
 
 

@@ -19,7 +19,7 @@ from sqlglot import exp
 
 from ..errors import NodeNotFound, QueryError
 from ..traversal import each
-from ._binder import Bound, GraphCall, ParamValue, bind, literal_strings, literal_value, timestamp_value
+from ._binder import Bound, GraphCall, ParamValue, bind, lateral_join, literal_strings, literal_value, timestamp_value
 from ._dialect import Braid, _Generator, error_at, parse, split_explain
 from ._functions import AS_OF_COLUMN, AS_OF_VIA
 
@@ -220,27 +220,12 @@ def _lateral(call: GraphCall, column: exp.Column, run: Run, options: dict[str, A
     column on its own (all walked as one batched search, traversal.each), each row tagged with
     its `start`, and the join rewritten to `ON u.start = r.model_version_id`. Ids that are not
     nodes reach nothing."""
-    join = call.table.parent
-    select = call.table.find_ancestor(exp.Select)
-    sources: list[exp.Expr] = []
-    if isinstance(join, exp.Join) and select is not None:
-        from_ = select.args.get("from_") or select.args.get("from")
-        joins = select.args.get("joins") or []
-        sources = [from_.this, *(j.this for j in joins[: joins.index(join)])] if from_ else []
-    source = next((s for s in sources if isinstance(s, exp.Table) and s.alias_or_name == column.table), None)
-    if source is None or not isinstance(join, exp.Join) or source.name not in run.frames:
-        raise error_at(run.sql, column, f"{column.sql()} must be a column of a catalog table before "
-                       f"{call.function.name}() in the same FROM", hint="e.g. FROM registry r, upstream(r.model_id) u")
+    source = lateral_join(call, column, run.sql, known=run.frames.__contains__)
     frame = run.frames[source.name]
     values = (frame.lazy() if isinstance(frame, pl.DataFrame) else frame).select(pl.col(column.name)).collect()
     starts = values.to_series().drop_nulls().unique().sort()
     catalog = run.catalog
     found = each(catalog.index, catalog.nodes, starts, call.function.name, **options)
-    on = exp.column("start", table=call.alias).eq(column.copy())
-    condition = join.args.get("on")
-    join.set("on", on if condition is None else exp.and_(on, condition))
-    if not join.args.get("kind") and not join.args.get("side"):
-        join.set("kind", "INNER" if condition is None else join.args.get("kind"))
     return found if found.height else _empty(call.function.name, run)
 
 
