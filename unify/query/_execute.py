@@ -160,11 +160,11 @@ def as_of_frame(catalog: Catalog, table: str, moment: datetime) -> pl.DataFrame:
         frame = catalog.table(table).filter(column.is_null() | (column <= moment))
         if table == "edges":  # an edge exists only while both its ends do
             alive = as_of_frame(catalog, "nodes", moment).get_column("id")
-            frame = frame.filter(pl.col("src").is_in(alive) & pl.col("dst").is_in(alive))
+            frame = frame.filter(pl.col("src").is_in(alive.implode()) & pl.col("dst").is_in(alive.implode()))
         return frame
     key, parent, parent_key = AS_OF_VIA[table]
     alive = as_of_frame(catalog, parent, moment).get_column(parent_key)
-    return catalog.table(table).filter(pl.col(key).is_in(alive))
+    return catalog.table(table).filter(pl.col(key).is_in(alive.implode()))
 
 
 # -- graph calls ----------------------------------------------------------------------------------
