@@ -495,6 +495,12 @@ def migrate(ctx: click.Context, source: str, target: str, select: str | None, dr
     """Copy runs from one source in braid.toml to another, with a fidelity report.
 
     \b
+    Directions: mlflow -> mlflow; wandb -> mlflow and dvc -> mlflow (W&B runs, DVC stage
+    executions and experiments become MLflow runs; a W&B project or DVC repository becomes an
+    experiment). W&B and DVC sources are read with braid's connectors, and what MLflow cannot
+    hold (dataset outputs, artifact bytes, registry entries, host) is listed as not carried.
+
+    \b
     Re-running creates nothing new; an interrupted migration continues where it stopped (the
     id map is kept in the catalog folder). Exit 1 when the target fails or does not read back
     the same as the source.

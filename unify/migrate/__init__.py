@@ -2,7 +2,10 @@
 
 This version moves MLflow to MLflow (one tracking store or server to another): experiments,
 runs with params, the full metric history, tags, times, status, user, git commit, parent links,
-dataset inputs and registry entries. Re-running creates nothing new; an interrupted migration
+dataset inputs and registry entries. W&B and DVC move to MLflow too (`_sources`): a W&B run, a
+DVC stage execution or a DVC experiment becomes an MLflow run, read from braid's normalised tables
+and written by the same writer, id map and report; the mapping is declared in `SOURCE_FIELDS` and
+`STATUS`, and the read-back is compared with the source's normalised tables. Re-running creates nothing new; an interrupted migration
 continues where it stopped (the id map lives in the catalog folder). The report says, per entity
 kind, what was carried, transformed (how) and not carried (why), and is checked by reading the
 target back with braid's own connector.
@@ -29,11 +32,12 @@ from braid.unify.source import Progress, SourceSpec, no_progress
 from ._idmap import IdMap
 from ._plan import FIELDS, Plan, SourceRead, make_plan, read_mlflow
 from ._report import KindReport, Report, expected_report, verify
+from ._sources import SOURCE_FIELDS, STATUS, expected_source_report, read_tool, verify_source
 
-__all__ = ["FIELDS", "IdMap", "KindReport", "Plan", "Report", "SourceRead", "migrate"]
+__all__ = ["FIELDS", "SOURCE_FIELDS", "STATUS", "IdMap", "KindReport", "Plan", "Report", "SourceRead", "migrate"]
 
 # the directions this version migrates: (source tool, target tool)
-DIRECTIONS = {("mlflow", "mlflow")}
+DIRECTIONS = {("mlflow", "mlflow"), ("wandb", "mlflow"), ("dvc", "mlflow")}
 
 
 def migrate(
@@ -42,18 +46,26 @@ def migrate(
 ) -> Report:
     """Copy the source's runs (all live runs, or the run ids in `select`) into the target.
 
+    The source is MLflow, W&B or DVC; the target is MLflow. `select` holds run node ids
+    (`<source>:run/<id>`) or native ids.
+
     `artifact_root` is where experiments created in a database target keep their artifacts
     (braid writes the full text of over-long values there); a server target chooses its own.
     """
     if (source.tool, target.tool) not in DIRECTIONS:
         raise MigrationUsageError(f"braid does not migrate {source.tool} to {target.tool} yet",
-                                  hint="this version migrates mlflow to mlflow")
+                                  hint="this version migrates mlflow, wandb and dvc to mlflow")
     if source.name == target.name:
         raise MigrationUsageError("the source and the target are the same source")
-    read = read_mlflow(source)
-    wanted = None if select is None else [s.rsplit("/", 1)[-1] for s in select]
+    from_mlflow = source.tool == "mlflow"
+    read = read_mlflow(source) if from_mlflow else read_tool(source)
+    # run node ids (`<source>:run/<native id>`) or native ids; a W&B or DVC native id holds slashes
+    prefix = f"{source.name}:run/"
+    wanted = None if select is None else [
+        s.removeprefix(prefix) if s.startswith(prefix) or not from_mlflow else s.rsplit("/", 1)[-1] for s in select]
     plan = make_plan(source.name, target.name, read, select=wanted)
-    report = expected_report(plan, dry_run=dry_run)
+    report = (expected_report(plan, dry_run=dry_run) if from_mlflow
+              else expected_source_report(plan, source.tool, dry_run=dry_run))
     idmap = IdMap.load(catalog, source.name, target.name)
     if dry_run:
         done = sum(idmap.run_done(r) for r in plan.run_ids)
@@ -87,7 +99,9 @@ def migrate(
             report.kinds[kind].not_carried[reason] += n
     report.created, report.reused = writer.created, writer.reused
     target_read = read_mlflow(target)
-    report.verification = verify(plan, target_read, _long_values(plan, idmap, target_read, long_value_path))
+    long_values = _long_values(plan, idmap, target_read, long_value_path)
+    report.verification = (verify(plan, target_read, long_values) if from_mlflow
+                           else verify_source(plan, source.tool, target_read, long_values))
     # versions the target refused are reported as not carried: the read-back expects them missing
     refused = sum(problems["model_version"].values())
     check = report.verification.get("model_version")

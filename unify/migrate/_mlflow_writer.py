@@ -176,8 +176,11 @@ class MlflowWriter:
                              tags=[InputTag(k, v) for k, v in json.loads(d["tags"] or "{}").items()])
                 for d in parts["dataset_inputs"].iter_rows(named=True)]
             self.client.log_inputs(target_id, datasets=inputs)
-        if info["status"] in TERMINAL:
+        if info["status"] in TERMINAL and info["end_time"] is not None:
             self.client.set_terminated(target_id, info["status"], end_time=info["end_time"])
+        elif info["status"] in TERMINAL:
+            # set_terminated would stamp the time of the migration as the end: keep it unknown
+            self.client.update_run(target_id, status=info["status"])
         elif info["status"] and info["status"] != "RUNNING":
             self.client.update_run(target_id, status=info["status"])
         idmap.set_run(run_uuid, target_id, done=True)

@@ -1,0 +1,337 @@
+"""W&B and DVC as migration sources: braid's normalised tables, shaped as an MLflow store.
+
+A W&B or DVC source is read with its own braid connector; its normalised tables (runs, params,
+metrics, tags, nodes, edges, registry) are turned into the MLflow-shaped frames the plan and the
+MLflow writer already work from (`RawStore`), following the mappings declared here as data
+(`SOURCE_FIELDS`, `STATUS`). Everything downstream is shared with MLflow -> MLflow: the plan, the
+writer, the id map and the long-value handling. The report is counted from the normalised tables,
+and the verification compares the target, read back with braid's MLflow connector, with the
+source's normalised tables mapped through the same declarations.
+
+Run ids: a run `<source>:run/<native id>` (W&B `<entity>/<project>/<id>`, DVC `<commit>/<stage>`
+or `exp/<commit>`) travels as the tag `braid.source_id = <native id>`; the experiment is the W&B
+project or the DVC repository (the runs table's `project`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import polars as pl
+from mlflow.exceptions import MlflowException
+from mlflow.utils.validation import _validate_metric_name, _validate_param_name, _validate_tag_name
+
+from braid.connectors.mlflow._normalise import GIT_BRANCH, GIT_COMMIT, GIT_REMOTE, PARENT, SYSTEM_TAGS, USER
+from braid.connectors.mlflow._raw import RawStore
+from braid.unify.source import SourceSpec, no_progress
+
+from ._plan import MAX_PARAM_LENGTH, MAX_TAG_LENGTH, PARAM_TOO_LONG, PARENT_NOT_MIGRATED, TAG_TOO_LONG, How, Plan, SourceRead
+from ._report import NEW_ID, KindReport, Report, _align, _compare, run_map
+
+# where a run's original status travels when MLflow has no status of the same meaning
+SOURCE_STATUS_TAG = "braid.source_status"
+# MLflow's dataset digest column holds 36 characters
+MAX_DIGEST_LENGTH = 36
+
+# tool -> the tool's run status -> MLflow's; statuses not listed become FINISHED (reported)
+STATUS: dict[str, dict[str, str]] = {
+    "wandb": {"finished": "FINISHED", "failed": "FAILED", "crashed": "FAILED", "killed": "KILLED",
+              "running": "RUNNING"},
+    "dvc": {"completed": "FINISHED", "cached": "FINISHED", "uncommitted": "FINISHED"},
+}
+# statuses that map one to one: the others are reported as transformed, the original kept as a tag
+EXACT_STATUS = {"finished", "failed", "killed", "running", "completed"}
+
+_COMMON: dict[str, dict[str, tuple[How, str]]] = {
+    "run": {
+        "name": ("carried", ""), "start_time": ("transformed", "to the millisecond (MLflow's resolution)"),
+        "end_time": ("transformed", "to the millisecond; a run without an end keeps none"),
+        "status": ("transformed", "mapped to MLflow's statuses (STATUS); a status without an exact "
+                                  "match keeps the original in tag braid.source_status"),
+        "user": ("carried", "through the mlflow.user tag"),
+        "git_commit": ("carried", "through the mlflow.source.git.commit tag (branch and remote too)"),
+        "id": ("transformed", "the target assigns its own run id; the source id travels as tag braid.source_id"),
+        "host": ("not_carried", "MLflow runs have no host field"),
+        "environment": ("not_carried", "MLflow runs have no field for the tool's environment record"),
+    },
+    "param": {"value": ("carried", "as the source's normalised table holds it (non-strings as JSON text)")},
+    "metric_point": {"value": ("transformed", "timestamps to the millisecond; original steps and values "
+                                              "(NaN and ±inf included) as they are")},
+    "parent_link": {"parent": ("transformed", "mlflow.parentRunId names the parent's id in the target")},
+    "dataset_input": {"dataset": ("carried", "a dataset the run read becomes an MLflow dataset input: name, "
+                                             "digest (the full digest, id and uri in the source JSON)")},
+    "dataset_output": {"dataset": ("not_carried", "MLflow records no datasets a run wrote (outputs are not "
+                                                  "written as tags either)")},
+    "other_input": {"file": ("not_carried", "a model or file the run read: MLflow dataset inputs hold datasets only")},
+    "artifact": {"bytes": ("not_carried", "artifact bytes are not copied by this version of braid migrate; "
+                                          "their digests stay in the source")},
+    "model_version": {"version": ("not_carried", "registry entries of this tool are not migrated by this "
+                                                 "version of braid migrate")},
+}
+# tool -> entity kind -> field -> (how, why): what happens to each field of the normalised tables
+SOURCE_FIELDS: dict[str, dict[str, dict[str, tuple[How, str]]]] = {
+    "wandb": {
+        "experiment": {"project": ("transformed", "a W&B project becomes the MLflow experiment of the same name")},
+        **_COMMON,
+        "tag": {"value": ("carried", "a W&B tag becomes an MLflow tag of that name with an empty value")},
+    },
+    "dvc": {
+        "experiment": {"project": ("transformed", "a DVC repository becomes the MLflow experiment of its name")},
+        **_COMMON,
+        "tag": {"value": ("carried", "")},
+        "parent_link": {"parent": ("transformed", "an experiment is the parent run of its stage executions "
+                                                  "(mlflow.parentRunId)")},
+    },
+}
+INVALID_KEY = "not a name MLflow accepts (characters, length or a path-like name)"
+NO_STEP = "no step in the source: logged at step 0"
+NO_TIME = "no timestamp in the source: logged at the run's start"
+# MLflow's SQL stores keep ±inf as the largest float (sqlalchemy_store.sanitize_metric_value)
+FLOAT_MAX = 1.7976931348623157e308
+INF_CLAMPED = f"±inf: MLflow's SQL store keeps it as ±{FLOAT_MAX!r}, the largest float (NaN is kept)"
+DIGEST_SHORTENED = f"digest longer than MLflow's {MAX_DIGEST_LENGTH} characters: the hash without its prefix"
+
+
+def read_tool(spec: SourceSpec) -> SourceRead:
+    """Read a W&B or DVC source with braid's connector, shaped as an MLflow store."""
+    if spec.tool == "wandb":
+        from braid.connectors.wandb import read_source
+    elif spec.tool == "dvc":
+        from braid.connectors.dvc import read_source
+    else:  # pragma: no cover - migrate() checks the direction first
+        raise ValueError(spec.tool)
+    batch = read_source(spec, previous=None, progress=no_progress)
+    return SourceRead(to_raw(spec, batch.tables), batch.tables)
+
+
+def _valid(check: Any, keys: list[str]) -> set[str]:
+    ok = set()
+    for key in keys:
+        try:
+            check(key)
+            ok.add(key)
+        except MlflowException:
+            pass
+    return ok
+
+
+def mlflow_digest(digest: str | None) -> str:
+    """The digest as MLflow's 36-character column can hold it."""
+    digest = digest or ""
+    return digest if len(digest) <= MAX_DIGEST_LENGTH else digest.split(":", 1)[-1][:MAX_DIGEST_LENGTH]
+
+
+def _ms(column: str) -> pl.Expr:
+    return pl.col(column).dt.epoch("ms")
+
+
+def to_raw(spec: SourceSpec, g: dict[str, pl.DataFrame]) -> RawStore:
+    """The normalised tables as MLflow store frames (run ids: the native id after `<source>:run/`)."""
+    prefix, statuses = f"{spec.name}:run/", STATUS[spec.tool]
+    native = pl.col("id").str.strip_prefix(prefix)
+    runs = g["runs"].with_columns(project=pl.col("project").fill_null(spec.name))
+    run_ids = runs["id"].to_list()
+    raw = RawStore("braid-normalised")
+    raw["experiments"] = runs.select(experiment_id="project", name="project").unique(maintain_order=True) \
+        .with_columns(lifecycle_stage=pl.lit("active"))
+    raw["runs"] = runs.select(
+        run_uuid=native, name="name", experiment_id="project", user_id="user",
+        status=pl.col("status").replace_strict(statuses, default="FINISHED"),
+        start_time=_ms("started_at"), end_time=_ms("ended_at"), lifecycle_stage=pl.lit("active"))
+    params = g["params"].filter(pl.col("run_id").is_in(run_ids))
+    raw["params"] = params.filter(pl.col("key").is_in(_valid(_validate_param_name, params["key"].unique().to_list()))) \
+        .select(run_uuid=pl.col("run_id").str.strip_prefix(prefix), key="key", value="value")
+    tags = g["tags"].filter(pl.col("node_id").is_in(run_ids) & ~pl.col("key").is_in(SYSTEM_TAGS))
+    tags = tags.filter(pl.col("key").is_in(_valid(_validate_tag_name, tags["key"].unique().to_list())))
+    parents = g["edges"].filter((pl.col("kind") == "parent_of") & pl.col("src").is_in(run_ids)
+                                & pl.col("dst").is_in(run_ids))
+    system = [
+        runs.select(run_uuid=native, key=pl.lit(tag), value=pl.col(column))
+        for tag, column in ((GIT_COMMIT, "git_commit"), (GIT_BRANCH, "git_branch"), (GIT_REMOTE, "git_remote"),
+                            (USER, "user"))
+    ] + [
+        runs.filter(~pl.col("status").is_in(EXACT_STATUS)).select(
+            run_uuid=native, key=pl.lit(SOURCE_STATUS_TAG), value="status"),
+        parents.select(run_uuid=pl.col("dst").str.strip_prefix(prefix), key=pl.lit(PARENT),
+                       value=pl.col("src").str.strip_prefix(prefix)).unique("run_uuid", keep="first"),
+        tags.select(run_uuid=pl.col("node_id").str.strip_prefix(prefix), key="key", value=pl.col("value").fill_null("")),
+    ]
+    raw["tags"] = pl.concat(system, how="vertical_relaxed").filter(pl.col("value").is_not_null())
+    metrics = g["metrics"].filter(pl.col("run_id").is_in(run_ids))
+    metrics = metrics.filter(pl.col("key").is_in(_valid(_validate_metric_name, metrics["key"].unique().to_list())))
+    starts = runs.select(run_id="id", _start=_ms("started_at"))
+    raw["metrics"] = metrics.join(starts, on="run_id", how="left").select(
+        run_uuid=pl.col("run_id").str.strip_prefix(prefix), key="key", value="value",
+        timestamp=pl.coalesce(_ms("timestamp"), "_start", pl.lit(0)), step=pl.col("step").fill_null(0))
+    inputs = _inputs(g, run_ids)
+    raw["dataset_inputs"] = inputs.select(
+        run_uuid=pl.col("dst").str.strip_prefix(prefix), name="name",
+        digest=pl.col("digest").map_elements(mlflow_digest, return_dtype=pl.String),
+        source_type=pl.lit(spec.tool),
+        source=pl.struct(uri="uri", digest="digest", source_id="src").struct.json_encode(),
+        tags=pl.lit("{}")).unique(["run_uuid", "name", "digest"], keep="first", maintain_order=True)
+    return raw
+
+
+def _inputs(g: dict[str, pl.DataFrame], run_ids: list[str]) -> pl.DataFrame:
+    """The dataset inputs of the runs: (src dataset node, dst run, name, digest, uri)."""
+    nodes = g["nodes"].filter(pl.col("kind") == "dataset").select(
+        src="id", name=pl.coalesce("name", "id"), digest=pl.coalesce("digest", "version", pl.lit("")), uri="uri")
+    edges = g["edges"].filter((pl.col("kind") == "input") & pl.col("dst").is_in(run_ids)).select("src", "dst")
+    return edges.join(nodes, on="src", how="inner")
+
+
+# -- the report -------------------------------------------------------------------------------
+
+def expected_source_report(plan: Plan, tool: str, *, dry_run: bool) -> Report:
+    """The report of a W&B or DVC migration, counted from the source's normalised tables."""
+    fields, g, src = SOURCE_FIELDS[tool], plan.read.graph, plan.source
+    planned = [f"{src}:run/{r}" for r in plan.run_ids]
+    kinds = {kind: KindReport() for kind in fields}
+    kinds["experiment"].transformed[fields["experiment"]["project"][1]] = len(plan.experiment_ids)
+    runs = g["runs"].filter(pl.col("id").is_in(planned))
+    kinds["run"].transformed[NEW_ID] = runs.height
+    for status, n in Counter(runs["status"].to_list()).items():
+        if status not in EXACT_STATUS:
+            kinds["run"].transformed[f"status {status!r} -> {STATUS[tool].get(status, 'FINISHED')}, the original "
+                                     f"in tag {SOURCE_STATUS_TAG}"] += n
+    for column in ("host", "environment"):
+        n = int(runs[column].is_not_null().sum())
+        if n:
+            kinds.setdefault("run_detail", KindReport()).not_carried[f"{column}: {fields['run'][column][1]}"] = n
+
+    def split(kind: str, frame: pl.DataFrame, written: pl.DataFrame, limit: int | None, long_why: str) -> None:
+        report = kinds[kind]
+        if frame.height - written.height:
+            report.not_carried[INVALID_KEY] += frame.height - written.height
+        long = 0 if limit is None else int((written["value"].str.len_chars() > limit).sum())
+        if long:
+            report.transformed[long_why] += long
+        how, why = fields[kind]["value"]
+        if how == "transformed":
+            report.transformed[why] += written.height - long
+        else:
+            report.carried += written.height - long
+
+    split("param", g["params"].filter(pl.col("run_id").is_in(planned)), plan.frame("params"), MAX_PARAM_LENGTH,
+          PARAM_TOO_LONG)
+    metrics = g["metrics"].filter(pl.col("run_id").is_in(planned))
+    split("metric_point", metrics, plan.frame("metrics"), None, "")
+    infinite = int(plan.frame("metrics")["value"].is_infinite().sum())
+    if infinite:  # counted once, under the transformation that changes them most
+        kinds["metric_point"].transformed[fields["metric_point"]["value"][1]] -= infinite
+    for why, n in ((NO_STEP, int(metrics["step"].is_null().sum())), (NO_TIME, int(metrics["timestamp"].is_null().sum())),
+                   (INF_CLAMPED, infinite)):
+        if n:
+            kinds["metric_point"].transformed[why] = n
+    source_tags = g["tags"].filter(pl.col("node_id").is_in(planned) & ~pl.col("key").is_in(SYSTEM_TAGS))
+    own = plan.frame("tags").filter(~pl.col("key").is_in([*SYSTEM_TAGS, SOURCE_STATUS_TAG]))
+    split("tag", source_tags, own, MAX_TAG_LENGTH, TAG_TOO_LONG)
+    edges = g["edges"]
+    links = edges.filter((pl.col("kind") == "parent_of") & pl.col("dst").is_in(planned)
+                         & pl.col("src").str.starts_with(f"{src}:run/"))
+    linked = int(links["src"].is_in(planned).sum())
+    if linked:
+        kinds["parent_link"].transformed[fields["parent_link"]["parent"][1]] = linked
+    if links.height - linked:
+        kinds["parent_link"].not_carried[PARENT_NOT_MIGRATED] = links.height - linked
+    kinds["dataset_input"].carried = plan.frame("dataset_inputs").height
+    shortened = _inputs(g, planned).filter(pl.col("digest").str.len_chars() > MAX_DIGEST_LENGTH).height
+    if shortened:
+        kinds["dataset_input"].carried -= shortened
+        kinds["dataset_input"].transformed[DIGEST_SHORTENED] = shortened
+    kind_of = dict(g["nodes"].select("id", "kind").iter_rows())
+    ins = edges.filter((pl.col("kind") == "input") & pl.col("dst").is_in(planned))
+    outs = edges.filter((pl.col("kind") == "output") & pl.col("src").is_in(planned))
+    other_in = sum(kind_of.get(s) != "dataset" for s in ins["src"].to_list())
+    if other_in:
+        kinds["other_input"].not_carried[fields["other_input"]["file"][1]] = other_in
+    out_kinds = Counter(kind_of.get(d) for d in outs["dst"].to_list())
+    if out_kinds["dataset"]:
+        kinds["dataset_output"].not_carried[fields["dataset_output"]["dataset"][1]] = out_kinds["dataset"]
+    files = sum(n for k, n in out_kinds.items() if k in ("artifact", "model"))
+    if files:
+        kinds["artifact"].not_carried[fields["artifact"]["bytes"][1]] = files
+    if g["registry"].height:
+        kinds["model_version"].not_carried[fields["model_version"]["version"][1]] = g["registry"].height
+    return Report(plan.source, plan.target, dry_run, kinds)
+
+
+# -- verification: the source's normalised tables against the target read back ----------------
+
+RUN_COLUMNS = ("id", "project", "name", "status", "started_at", "ended_at", "user", "git_commit", "git_branch",
+               "git_remote")
+
+
+def _clamp(frame: pl.DataFrame) -> pl.DataFrame:
+    """±inf as MLflow's SQL stores keep it, on both sides of the comparison."""
+    value = pl.col("value")
+    return frame.with_columns(value=pl.when(value == float("inf")).then(FLOAT_MAX)
+                              .when(value == float("-inf")).then(-FLOAT_MAX).otherwise(value))
+
+
+def _to_ms(column: str) -> pl.Expr:
+    return pl.col(column).dt.truncate("1ms")
+
+
+def verify_source(plan: Plan, tool: str, target: SourceRead,
+                  long_values: dict[tuple[str, str, str], str]) -> dict[str, dict[str, Any]]:
+    """Compare the source's normalised tables (planned runs, mapped as declared) with the target's graph."""
+    src, tgt, g, t = plan.source, plan.target, plan.read.graph, target.graph
+    runs = run_map(target, src, tgt)
+    planned = [f"{src}:run/{r}" for r in plan.run_ids]
+    mine = list(runs.values())
+    out: dict[str, dict[str, Any]] = {}
+
+    def theirs(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+        return _align(frame, (column,), runs, src, tgt).filter(pl.col(column).is_in(mine))
+
+    expected_runs = g["runs"].filter(pl.col("id").is_in(planned)).with_columns(
+        project=pl.col("project").fill_null(src),
+        status=pl.col("status").replace_strict(STATUS[tool], default="FINISHED"),
+        started_at=_to_ms("started_at"), ended_at=_to_ms("ended_at"),
+        user=pl.col("user").fill_null("unknown"), git_commit=pl.col("git_commit").str.to_lowercase())
+    out["run"] = _compare(expected_runs.select(RUN_COLUMNS), theirs(t["runs"], "id").select(RUN_COLUMNS))
+
+    def full(kind: str, frame: pl.DataFrame, id_col: str) -> pl.DataFrame:
+        if not long_values:
+            return frame
+        fix = pl.DataFrame([{"_id": f"{src}:run/{r}", "key": k, "_full": v}
+                            for (kd, r, k), v in long_values.items() if kd == kind],
+                           schema={"_id": pl.String, "key": pl.String, "_full": pl.String})
+        return frame.join(fix, left_on=[id_col, "key"], right_on=["_id", "key"], how="left").with_columns(
+            value=pl.coalesce("_full", "value")).drop("_full")
+
+    carried_params = plan.frame("params")["key"].unique().to_list()
+    out["param"] = _compare(
+        g["params"].filter(pl.col("run_id").is_in(planned) & pl.col("key").is_in(carried_params))
+        .select("run_id", "key", "value"),
+        full("params", theirs(t["params"], "run_id"), "run_id"))
+    carried_metrics = plan.frame("metrics")["key"].unique().to_list()
+    starts = g["runs"].select(run_id="id", _start=_to_ms("started_at"))
+    expected_metrics = g["metrics"].filter(pl.col("run_id").is_in(planned) & pl.col("key").is_in(carried_metrics)) \
+        .join(starts, on="run_id", how="left").with_columns(
+            timestamp=pl.coalesce(_to_ms("timestamp"), "_start"), step=pl.col("step").fill_null(0))
+    out["metric_point"] = _compare(_clamp(expected_metrics.select("run_id", "key", "step", "timestamp", "value")),
+                                   _clamp(theirs(t["metrics"], "run_id")))
+    carried_tags = plan.frame("tags")["key"].unique().to_list()
+    system = pl.col("key").str.starts_with("braid.") | pl.col("key").is_in(SYSTEM_TAGS)
+    out["tag"] = _compare(
+        g["tags"].filter(pl.col("node_id").is_in(planned) & pl.col("key").is_in(carried_tags) & ~system)
+        .with_columns(value=pl.col("value").fill_null("")).select("node_id", "key", "value"),
+        full("tags", theirs(t["tags"], "node_id").filter(~system), "node_id"))
+    parent_t = _align(t["edges"], ("src", "dst"), runs, src, tgt).filter(
+        (pl.col("kind") == "parent_of") & pl.col("dst").is_in(mine))
+    out["parent_link"] = _compare(
+        g["edges"].filter((pl.col("kind") == "parent_of") & pl.col("dst").is_in(planned) & pl.col("src").is_in(planned))
+        .select("src", "dst"), parent_t)
+    expected_inputs = _inputs(g, planned).select(
+        run="dst", name="name", digest=pl.col("digest").map_elements(mlflow_digest, return_dtype=pl.String)
+    ).unique(maintain_order=True)
+    datasets_t = t["nodes"].filter(pl.col("kind") == "dataset").select(src="id", name="name", digest="version")
+    inputs_t = theirs(t["edges"].filter(pl.col("kind") == "input"), "dst").join(datasets_t, on="src", how="inner") \
+        .select(run="dst", name="name", digest="digest")
+    out["dataset_input"] = _compare(expected_inputs, inputs_t)
+    return out
+
