@@ -27,6 +27,7 @@ bench: setup
 	$(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_query.py
 	$(BIN)/python bench/bench_wandb_log.py
+	$(BIN)/python bench/bench_migrate.py
 
 clean:
 	rm -rf $(VENV) braid-demo .pytest_cache
