@@ -48,6 +48,8 @@ import uuid
 import warnings
 from pathlib import Path
 
+from _mlflow_rows import insert_runs_like  # bench/ is on sys.path when a benchmark runs
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 GEN_VERSION = 1  # bump when the generated content changes, so stale caches are not reused
@@ -126,8 +128,6 @@ def generate(path: Path, runs: int, seed: int = 0) -> None:
     con.execute("PRAGMA synchronous=OFF")
     # the exact row shapes the client wrote, read back from the first real run
     template_id, template_name = real_ids[0], contents[0][1]
-    run_cols = [r[1] for r in con.execute("PRAGMA table_info(runs)")]
-    run_row = dict(zip(run_cols, con.execute("SELECT * FROM runs WHERE run_uuid = ?", (template_id,)).fetchone()))
     tag_rows = con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (template_id,)).fetchall()
     tag_keys = {k for k, _ in tag_rows}
     if not {"mlflow.runName", "mlflow.user"} <= tag_keys:
@@ -135,36 +135,9 @@ def generate(path: Path, runs: int, seed: int = 0) -> None:
     nan_flags = {r[0] for r in con.execute("SELECT DISTINCT is_nan FROM metrics")}
     if nan_flags != {0}:
         raise RuntimeError(f"the client wrote is_nan values {nan_flags}, expected 0")
-
-    def sub(value: object, run_uuid: str, name: str) -> object:
-        return value.replace(template_id, run_uuid).replace(template_name, name) if isinstance(value, str) else value
-
-    run_sql = f"INSERT INTO runs ({', '.join(run_cols)}) VALUES ({', '.join('?' * len(run_cols))})"
-    todo = range(len(real_ids), runs)
-    for lo in range(todo.start, todo.stop, INSERT_CHUNK):
-        run_rows, param_rows, tag_out, metric_rows, latest_rows = [], [], [], [], []
-        for i in range(lo, min(lo + INSERT_CHUNK, todo.stop)):
-            run_uuid, name, start, end, params, metrics = _run_content(i, rng)
-            row = {k: sub(v, run_uuid, name) for k, v in run_row.items()}
-            row.update(run_uuid=run_uuid, name=name, start_time=start, end_time=end)
-            run_rows.append(tuple(row[c] for c in run_cols))
-            param_rows += [(k, v, run_uuid) for k, v in params]
-            tag_out += [(k, sub(v, run_uuid, name), run_uuid) for k, v in tag_rows]
-            metric_rows += [(k, v, ts, run_uuid, s, 0) for k, v, ts, s in metrics]
-            last: dict[str, tuple[str, float, int, int]] = {}
-            for k, v, ts, s in metrics:  # MLflow's latest: the highest step, then timestamp
-                if k not in last or (s, ts) >= (last[k][3], last[k][2]):
-                    last[k] = (k, v, ts, s)
-            latest_rows += [(k, v, ts, s, 0, run_uuid) for k, v, ts, s in last.values()]
-        with con:
-            con.executemany(run_sql, run_rows)
-            con.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)", param_rows)
-            con.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)", tag_out)
-            con.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
-                            "VALUES (?, ?, ?, ?, ?, ?)", metric_rows)
-            con.executemany("INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
-                            "VALUES (?, ?, ?, ?, ?, ?)", latest_rows)
-        _status(f"  generated {min(lo + INSERT_CHUNK, todo.stop):,} / {runs:,} runs")
+    rest = ((*content[:5], [], content[5]) for content in (_run_content(i, rng) for i in range(len(real_ids), runs)))
+    insert_runs_like(con, template_id, template_name, rest, tag_rows=tag_rows, chunk=INSERT_CHUNK,
+                     on_chunk=lambda n: _status(f"  generated {len(real_ids) + n:,} / {runs:,} runs"))
     con.close()
     _status("")
 

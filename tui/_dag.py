@@ -131,20 +131,8 @@ def render_lanes(lines: list[tuple[int, str | Text, str | Text]], children: dict
             c = lanes.index(None) if None in lanes else len(lanes)
             if c == len(lanes):
                 lanes.append(None)
-        if len(cols) > 1:
-            far = max(cols)
-            cells = []
-            for j, lane in enumerate(lanes):
-                if j == c:
-                    glyph = "├"
-                elif j in cols:
-                    glyph = "┘" if j == far else "┴"
-                elif c < j < far:
-                    glyph = "┼" if lane is not None else "─"
-                else:
-                    glyph = "│" if lane is not None else " "
-                cells.append(glyph + ("─" if c <= j < far else " "))
-            out.append(row(cells))
+        if len(cols) > 1:  # lanes merging into this node's lane
+            out.append(row(_branch_cells(lanes, c, cols, "┘", "┴")))
             for j in cols[1:]:
                 lanes[j] = None
         lanes[c] = pos
@@ -169,20 +157,8 @@ def render_lanes(lines: list[tuple[int, str | Text, str | Text]], children: dict
                     lanes.append(None)
                 lanes[j] = kid
                 new.append(j)
-            if new:
-                far = max(new)
-                cells = []
-                for j, lane in enumerate(lanes):
-                    if j == c:
-                        glyph = "├"
-                    elif j in new:
-                        glyph = "┐" if j == far else "┬"
-                    elif c < j < far:
-                        glyph = "┼" if lane is not None else "─"
-                    else:
-                        glyph = "│" if lane is not None else " "
-                    cells.append(glyph + ("─" if c <= j < far else " "))
-                out.append(row(cells))
+            if new:  # lanes forking off for the other children
+                out.append(row(_branch_cells(lanes, c, new, "┐", "┬")))
         while lanes and lanes[-1] is None:
             lanes.pop()
     return out
@@ -228,3 +204,21 @@ def draw(explorer: Explorer, hood: Hood, *, width: int = 80) -> list[Text]:
 
 
 __all__ = ["Hood", "draw", "neighbourhood", "order", "render_lanes"]
+
+
+def _branch_cells(lanes: list[int | None], c: int, ends: list[int], last: str, middle: str) -> list[str]:
+    """A row joining lane `c` with the lanes `ends` (to its right): `last` closes the far end,
+    `middle` marks the others, lanes crossed on the way show `┼`."""
+    far = max(ends)
+    cells = []
+    for j, lane in enumerate(lanes):
+        if j == c:
+            glyph = "├"
+        elif j in ends:
+            glyph = last if j == far else middle
+        elif c < j < far:
+            glyph = "┼" if lane is not None else "─"
+        else:
+            glyph = "│" if lane is not None else " "
+        cells.append(glyph + ("─" if c <= j < far else " "))
+    return cells

@@ -179,6 +179,19 @@ RUN_COLUMNS = ("id", "project", "name", "status", "started_at", "ended_at", "use
                "git_remote")
 
 
+def with_full_values(frame: pl.DataFrame, long_values: dict[tuple[str, str, str], str], kind: str, id_col: str,
+                     source: str) -> pl.DataFrame:
+    """Target values with the full text of those written as artifacts (`long_values`: (kind,
+    source run uuid, key) -> the text read back), for comparing with the source in full."""
+    if not long_values:
+        return frame
+    fix = pl.DataFrame([{"_id": f"{source}:run/{r}", "key": k, "_full": v}
+                        for (kd, r, k), v in long_values.items() if kd == kind],
+                       schema={"_id": pl.String, "key": pl.String, "_full": pl.String})
+    return frame.join(fix, left_on=[id_col, "key"], right_on=["_id", "key"], how="left").with_columns(
+        value=pl.coalesce("_full", "value")).drop("_full")
+
+
 def verify(plan: Plan, target: SourceRead, long_values: dict[tuple[str, str, str], str]) -> dict[str, dict[str, Any]]:
     """Compare the source's graph (the planned runs) with the target's, read back by braid's connector.
 
@@ -199,14 +212,7 @@ def verify(plan: Plan, target: SourceRead, long_values: dict[tuple[str, str, str
                           pick(_align(t["runs"], ("id",), runs, src, tgt), "id", mine).select(RUN_COLUMNS))
 
     def full(kind: str, frame: pl.DataFrame, id_col: str) -> pl.DataFrame:
-        """Target values with the full text of those written as artifacts."""
-        if not long_values:
-            return frame
-        fix = pl.DataFrame([{"_id": f"{src}:run/{r}", "key": k, "_full": v}
-                            for (kd, r, k), v in long_values.items() if kd == kind],
-                           schema={"_id": pl.String, "key": pl.String, "_full": pl.String})
-        return frame.join(fix, left_on=[id_col, "key"], right_on=["_id", "key"], how="left").with_columns(
-            value=pl.coalesce("_full", "value")).drop("_full")
+        return with_full_values(frame, long_values, kind, id_col, src)
 
     params = pick(_align(t["params"], ("run_id",), runs, src, tgt), "run_id", mine)
     out["param"] = _compare(pick(g["params"], "run_id", planned).select("run_id", "key", "value"),

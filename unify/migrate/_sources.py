@@ -27,7 +27,7 @@ from braid.connectors.mlflow._raw import RawStore
 from braid.unify.source import SourceSpec, no_progress
 
 from ._plan import MAX_PARAM_LENGTH, MAX_TAG_LENGTH, PARAM_TOO_LONG, PARENT_NOT_MIGRATED, TAG_TOO_LONG, How, Plan, SourceRead
-from ._report import NEW_ID, KindReport, Report, _align, _compare, run_map
+from ._report import NEW_ID, KindReport, Report, _align, _compare, run_map, with_full_values
 
 # where a run's original status travels when MLflow has no status of the same meaning
 SOURCE_STATUS_TAG = "braid.source_status"
@@ -295,13 +295,7 @@ def verify_source(plan: Plan, tool: str, target: SourceRead,
     out["run"] = _compare(expected_runs.select(RUN_COLUMNS), theirs(t["runs"], "id").select(RUN_COLUMNS))
 
     def full(kind: str, frame: pl.DataFrame, id_col: str) -> pl.DataFrame:
-        if not long_values:
-            return frame
-        fix = pl.DataFrame([{"_id": f"{src}:run/{r}", "key": k, "_full": v}
-                            for (kd, r, k), v in long_values.items() if kd == kind],
-                           schema={"_id": pl.String, "key": pl.String, "_full": pl.String})
-        return frame.join(fix, left_on=[id_col, "key"], right_on=["_id", "key"], how="left").with_columns(
-            value=pl.coalesce("_full", "value")).drop("_full")
+        return with_full_values(frame, long_values, kind, id_col, src)
 
     carried_params = plan.frame("params")["key"].unique().to_list()
     out["param"] = _compare(
