@@ -31,7 +31,7 @@ from ._files import DvcFileError
 from ._git import Git
 from ._gto import fold, parse_tag
 from ._files import Stage
-from ._history import DVC_GLOBS, WORKSPACE, Execution, History, Snapshot, executions, read_history, read_workspace
+from ._history import WORKSPACE, Execution, History, Snapshot, executions, read_history, read_workspace
 from ._metrics import Lister, Reader
 from ._normalise import Graph, Kinds
 from ._runcache import content_key, read_run_cache, resolve
@@ -74,9 +74,8 @@ def _read(spec: SourceSpec, git: Git, progress: Progress) -> SourceBatch:
     progress("reading history", 0, None)
     history = read_history(git, branches=branches, limit=spec.options.get("max_commits"),
                            also=[head or "", *{e.commit for e in events}])
-    paths = git.changed_paths([head], DVC_GLOBS) if head else set()
     try:
-        workspace = read_workspace(git.root, paths, git)
+        workspace = read_workspace(git)
     except DvcFileError as exc:
         raise SourceError(spec.name, f"{git.root / exc.path}{'' if exc.line is None else f':{exc.line}:{exc.column}'}: "
                           f"{str(exc).split(': ', 1)[-1]}") from None
@@ -118,7 +117,7 @@ def _read(spec: SourceSpec, git: Git, progress: Progress) -> SourceBatch:
         if kind == "output":
             produced_by.setdefault(dst, src)
     for version in fold(events):
-        graph.version(version, _snapshot_at(history, version.commit), produced_by)
+        graph.version(version, history.snapshots.get(version.commit), produced_by)
 
     notes += [str(p) for p in history.problems]
     if cache.root is None:
@@ -161,10 +160,6 @@ def _run_cache(graph: Graph, history: History, workspace: Snapshot, runs: list[E
             graph.cached(stage, cached.entry, cached.mtime, workspace)
     if unmatched:
         notes.append(f"{unmatched} run-cache entries name a command no stage in the history has: left out")
-
-
-def _snapshot_at(history: History, commit: str) -> Snapshot | None:
-    return history.snapshots.get(commit)
 
 
 def _files_at(git: Git, rev: str, workspace: bool, known: dict[str, bytes | None]) -> tuple[Reader, Lister]:

@@ -138,10 +138,12 @@ class Git:
                 result[shas[0]] = shas[1] if len(shas) > 1 else None
         return result
 
-    def ls_files(self, rev: str, patterns: Iterable[str]) -> list[str]:
-        """Paths at `rev` matching glob patterns."""
-        out = self._run("ls-tree", "-r", "--name-only", "-z", rev, "--", *[f":(glob){p}" for p in patterns])
-        return [p for p in out.split("\0") if p]
+    def workspace_files(self, patterns: Iterable[str]) -> list[str]:
+        """Paths in the working tree matching glob patterns, tracked or not (ignored ones left out),
+        from git's index: no walk through data folders."""
+        out = self._run("ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
+                        *[f":(glob){p}" for p in patterns])
+        return sorted({p for p in out.split("\0") if p})
 
     def blobs(self, names: Iterable[str]) -> Iterator[tuple[str, str | None, bytes | None]]:
         """(name, blob sha, content) for `<rev>:<path>` names; (name, None, None) where absent."""

@@ -28,6 +28,11 @@ TAG_FORMS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+# tags carry whole seconds and `name@deprecated` no counter: within one second, the order that
+# can only be right (a version is registered before it gets a stage, and ends after)
+SAME_SECOND = {"registration": 0, "assignment": 1, "unassignment": 1, "deregistration": 2, "deprecation": 3}
+
+
 @dataclass(frozen=True)
 class Event:
     event: str
@@ -86,7 +91,14 @@ def parse_tag(ref: Ref) -> Event | None:
 
 def fold(events: Iterable[Event]) -> list[Version]:
     """Each version's state after its events, in time order (GTO's counter breaks ties)."""
-    ordered = sorted(events, key=lambda e: (e.time or datetime.min.replace(tzinfo=UTC), e.number or 0, e.tag))
+    ordered = sorted(events, key=lambda e: (e.time or datetime.min.replace(tzinfo=UTC), SAME_SECOND[e.event],
+                                            e.number or 0, e.tag))
+    # GTO's `#N` counts an artifact's events: where tags carry it, it orders them, whatever their
+    # timestamps say (tags made within one second, or clocks that disagree)
+    for name in {e.name for e in ordered}:
+        slots = [i for i, e in enumerate(ordered) if e.name == name and e.number is not None]
+        for i, event in zip(slots, sorted((ordered[i] for i in slots), key=lambda e: e.number or 0), strict=True):
+            ordered[i] = event
     versions: dict[tuple[str, str], Version] = {}
     by_commit: dict[tuple[str, str], Version] = {}
     for event in ordered:

@@ -12,7 +12,6 @@ import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Literal
 
 from ._files import DvcFileError, Pipeline, Stage, parse_artifacts_yaml, parse_dvcfile, parse_lock, parse_pipeline
@@ -189,18 +188,12 @@ def read_history(git: Git, *, branches: Iterable[str] | None = None, limit: int 
     return History(commits, snapshots, experiments, reader.problems, info)
 
 
-def read_workspace(root: Path, paths: Iterable[str], git: Git) -> Snapshot:
+def read_workspace(git: Git) -> Snapshot:
     """The DVC files as they are on disk now: a malformed one is an error, not a skip."""
     found: dict[str, tuple[str, bytes]] = {}
-    on_disk = set(paths)
-    for pattern in ("dvc.lock", "dvc.yaml", "*.dvc", "artifacts.yaml"):
-        for file in root.rglob(pattern):
-            rel = file.relative_to(root).as_posix()
-            if not rel.startswith((".git/", ".dvc/")) and "/.dvc/" not in rel:
-                on_disk.add(rel)
-    for rel in on_disk:
-        file = root / rel
-        if file.is_file():
+    for rel in git.workspace_files(DVC_GLOBS):
+        file = git.root / rel
+        if file.is_file():  # listed by the index but deleted from the disk: gone
             data = file.read_bytes()
             found[rel] = (_blob_key(data), data)
     return SnapshotReader(git, ())._snapshot(WORKSPACE, found)

@@ -105,10 +105,12 @@ class Graph:
         else:
             native = f"{entry.path}@{entry.md5 or 'unhashed-' + snap.rev[:12]}"
         nid = node_id(self.source, kind, native)
-        if nid in self.nodes:  # seen in an earlier commit: only its earliest time may move
+        known = self.nodes.get(nid)
+        if known is not None:  # seen in another commit: only its earliest time may move
+            earlier = when is not None and (known["created_at"] is None or when < known["created_at"])
             self.node(nid, when)
-            if entry.is_dir and not (entry.repo or entry.external):
-                self._expand(nid, entry, kind, when)
+            if earlier and entry.is_dir and not (entry.repo or entry.external):
+                self._expand(nid, entry, kind, when)  # and its files' (history is walked oldest first)
             return nid
         attrs: dict[str, Any] = {"path": entry.path, "md5": entry.md5, "nfiles": entry.nfiles,
                                  "etag": entry.etag, "cache": None if entry.cache else False}

@@ -221,3 +221,19 @@ def test_bad_options_are_named(tmp_path: Path, option: str, value: object) -> No
     with pytest.raises(SourceError) as err:
         read(repo, **{option: value})
     assert option in str(err.value)
+
+
+def test_gto_tags_within_one_second_fold_in_the_only_possible_order() -> None:
+    """Real `gto register`, `assign` and `deprecate` often land in one second, and GTO writes
+    `name@deprecated` with no counter: the fold must not depend on how the tie sorts."""
+    from datetime import UTC, datetime
+
+    from braid.connectors.dvc._gto import Event, fold
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [Event("deprecation", "cleaner", "c", "cleaner@deprecated", "a", "", t, ""),
+              Event("assignment", "cleaner", "c", "cleaner#prod#1", "a", "", t, "", stage="prod", number=1),
+              Event("registration", "cleaner", "c", "cleaner@v1.0.0", "a", "", t, "", version="v1.0.0")]
+    (version,) = fold(events)
+    assert [e.event for e in version.events] == ["registration", "assignment", "deprecation"]
+    assert version.status == "deprecated"
