@@ -88,12 +88,14 @@ def _healthy(url: str) -> bool:
 
 @contextmanager
 def mlflow_server(
-    backend_uri: str, workdir: Path, *, admin_password: str | None = None, timeout: float = 90.0
+    backend_uri: str, workdir: Path, *, admin_password: str | None = None, timeout: float = 90.0,
+    serve_artifacts: bool = False,
 ) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 over `backend_uri`; yields its URL once /health answers.
 
     One worker and no job execution make it start in seconds; artifacts are not proxied, so
-    artifact URIs stay the local paths the client wrote. With `admin_password`, it runs
+    artifact URIs stay the local paths the client wrote, unless `serve_artifacts`: then the server
+    proxies them (`mlflow-artifacts:/` URIs, bytes under `<workdir>/served`). With `admin_password`, it runs
     MLflow's own basic-auth app (user `admin`), which refuses requests without credentials.
     """
     port = free_port()
@@ -114,7 +116,8 @@ def mlflow_server(
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
              "--workers", "1", "--backend-store-uri", backend_uri, *auth,
-             "--default-artifact-root", str(workdir / "artifacts"), "--no-serve-artifacts"],
+             *(["--artifacts-destination", str(workdir / "served")] if serve_artifacts else
+               ["--default-artifact-root", str(workdir / "artifacts"), "--no-serve-artifacts"])],
             cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout

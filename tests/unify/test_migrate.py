@@ -150,7 +150,7 @@ def test_report_lists_what_is_not_carried(migrated: tuple) -> None:
     _, _, report = migrated
     data = json.loads(report.to_json())
     assert data["kinds"]["metric_point"]["carried"] == 5 + 1 + 1 + 300 + 1 + 4 + BULK_RUNS * BULK_POINTS
-    assert data["kinds"]["artifact"]["not_carried"]  # the artifact files are named, not dropped silently
+    assert data["kinds"]["artifact"]["carried"] > 0 and not data["kinds"]["artifact"]["not_carried"]
     assert data["kinds"]["logged_model"]["not_carried"]
     assert data["verified"] is True
 
@@ -234,3 +234,107 @@ def test_cli_dry_run_then_killed_server_then_resume(source: SourceSpec, migrated
     assert "not carried" in done.stdout or report["kinds"]["model_version"]["not_carried"]
     for table in ("runs", "params", "metrics", "tags"):
         assert resumed[table].equals(uninterrupted[table], null_equal=True), table
+
+
+# -- artifact bytes -------------------------------------------------------------------------------
+def _files(root: Path) -> dict[str, str]:
+    """relative path -> md5 of every file under a folder, hashed here (not by braid)."""
+    import hashlib
+
+    out = {}
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            out[path.relative_to(root).as_posix()] = hashlib.md5(path.read_bytes()).hexdigest()
+    return out
+
+
+def _run_roots(db: Path) -> dict[str, Path]:
+    """source run id (for a target: the braid.source_id tag, else the run's own) -> its artifact folder."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        rows = con.execute("SELECT r.run_uuid, coalesce(t.value, r.run_uuid), r.artifact_uri FROM runs r LEFT JOIN tags t "
+                           f"ON t.run_uuid = r.run_uuid AND t.key = '{SOURCE_ID_TAG}' "
+                           "WHERE r.lifecycle_stage = 'active'").fetchall()
+    return {sid: Path(uri.removeprefix("file://")) for _, sid, uri in rows}
+
+
+def test_artifacts_are_copied_byte_for_byte(source: SourceSpec, migrated: tuple) -> None:
+    target, _, report = migrated
+    src = _run_roots(Path(source.options["uri"].removeprefix("sqlite:///")))
+    tgt = _run_roots(Path(target.options["uri"].removeprefix("sqlite:///")))
+    total = 0
+    for run, root in src.items():
+        expected = _files(root)
+        got = {p: m for p, m in _files(tgt[run]).items() if not p.startswith("braid/long_values/")}
+        assert got == expected, run
+        total += len(expected)
+    assert total > 0 and report.kinds["artifact"].carried == total
+    assert report.verification["artifact"]["missing"] == 0 and report.verification["artifact"]["source"] == total
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("../secret", "leaves"), ("a/../../b", "leaves"), ("/etc/passwd", "absolute"), ("C:/x", "absolute"),
+    ("..\\..\\x", "leaves"), ("\\\\host\\share", "absolute"), ("a\x00b", "NUL"), ("./", "no file"),
+])
+def test_unsafe_artifact_paths_are_refused(path: str, reason: str, tmp_path: Path) -> None:
+    from braid.unify.migrate._artifacts import UnsafePath, destination
+
+    with pytest.raises(UnsafePath, match=reason):
+        destination(tmp_path, path)
+
+
+def test_destination_through_a_symlink_is_refused(tmp_path: Path) -> None:
+    from braid.unify.migrate._artifacts import UnsafePath, destination
+
+    (tmp_path / "stage").mkdir()
+    (tmp_path / "stage" / "out").symlink_to(tmp_path)
+    assert destination(tmp_path / "stage", "in/x.txt") == tmp_path / "stage" / "in" / "x.txt"
+    with pytest.raises(UnsafePath, match="leaves"):
+        destination(tmp_path / "stage", "out/x.txt")
+
+
+def test_symlink_out_of_the_source_run_is_not_followed(tmp_path: Path) -> None:
+    from braid.unify.migrate._artifacts import LINK_OUT
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the target")
+    uri = f"sqlite:///{tmp_path / 'src.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("links", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(exp, run_name="linked")
+    client.log_text(run.info.run_id, "fine", "ok.txt")
+    root = Path(run.info.artifact_uri.removeprefix("file://"))
+    (root / "leak.txt").symlink_to(secret)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    target = target_spec(f"sqlite:///{tmp_path / 'dst.db'}", tmp_path)
+    report = migrate(SourceSpec("old", "mlflow", {"uri": uri}, base_dir=tmp_path), target,
+                     catalog=tmp_path / ".braid", artifact_root=tmp_path / "dst-art")
+    assert report.kinds["artifact"].not_carried == {LINK_OUT: 1}
+    assert report.kinds["artifact"].carried == 1
+    copied = _run_roots(tmp_path / "dst.db")[run.info.run_id]
+    assert _files(copied) == {"ok.txt": __import__("hashlib").md5(b"fine").hexdigest()}
+    assert "not for the target" not in "".join(p.read_text() for p in (tmp_path / "dst-art").rglob("*") if p.is_file())
+    assert report.verified, report.summary()
+
+
+def test_artifacts_through_servers_that_serve_them(tmp_path: Path) -> None:
+    """A server source whose artifacts are proxied (mlflow-artifacts:/), into a server target that
+    proxies them too: listed, downloaded and uploaded through the servers' artifact APIs."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with mlflow_server(f"sqlite:///{tmp_path / 'a' / 's.db'}", tmp_path / "a", serve_artifacts=True) as src_url, \
+            mlflow_server(f"sqlite:///{tmp_path / 'b' / 't.db'}", tmp_path / "b", serve_artifacts=True) as dst_url:
+        client = MlflowClient(src_url)
+        run = client.create_run(client.create_experiment("served"), run_name="served")
+        client.log_text(run.info.run_id, "x,y\n1,2\n", "data/train.csv")
+        client.log_dict(run.info.run_id, {"deep": [1, 2]}, "nested/a/b/config.json")
+        client.set_terminated(run.info.run_id, "FINISHED")
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        report = migrate(SourceSpec("old", "mlflow", {"uri": src_url}, base_dir=tmp_path),
+                         target_spec(dst_url, tmp_path), catalog=tmp_path / ".braid")
+        assert report.kinds["artifact"].carried == 2
+        assert report.verification["artifact"] == {**report.verification["artifact"], "missing": 0, "unexpected": 0,
+                                                   "source": 2, "target": 2}
+        assert report.verified, report.summary()
+    src_files, dst_files = _files(tmp_path / "a" / "served"), _files(tmp_path / "b" / "served")
+    assert sorted(m for m in src_files.values()) == sorted(m for m in dst_files.values()) and len(dst_files) == 2
+    assert {p.rsplit("/artifacts/", 1)[-1] for p in dst_files} == {"data/train.csv", "nested/a/b/config.json"}

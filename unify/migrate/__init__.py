@@ -24,11 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import requests
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from braid.unify.errors import BraidError, MigrationTargetError, MigrationUsageError
 from braid.unify.source import Progress, SourceSpec, no_progress
 
+from ._artifacts import copied, copy_artifacts, verify_artifacts
 from ._idmap import IdMap
 from ._plan import FIELDS, Plan, SourceRead, make_plan, read_mlflow
 from ._report import KindReport, Report, expected_report, verify
@@ -75,6 +77,7 @@ def migrate(
     from ._mlflow_writer import MlflowWriter, long_value_path
 
     problems: dict[str, Counter[str]] = {"model_version": Counter(), "alias": Counter()}
+    files_copied = 0
     # MLflow prints a "View run ... at" line per run for server targets: keep stdout for the report
     _quiet = contextlib.redirect_stdout(sys.stderr)
     try:
@@ -82,6 +85,8 @@ def migrate(
         writer = MlflowWriter(target, artifact_root=artifact_root)
         experiments = {e: writer.experiment(plan, idmap, e) for e in plan.experiment_ids}
         writer.runs(plan, idmap, experiments, progress)
+        if from_mlflow:
+            files_copied = copy_artifacts(plan, idmap, _client(source), _client(target), progress)
         writer.registry(plan, idmap, problems)
     except BraidError:
         raise
@@ -102,6 +107,11 @@ def migrate(
     long_values = _long_values(plan, idmap, target_read, long_value_path)
     report.verification = (verify(plan, target_read, long_values) if from_mlflow
                            else verify_source(plan, source.tool, target_read, long_values))
+    if from_mlflow:
+        _artifact_report(report, plan, idmap)
+        if files_copied:
+            report.created["artifact files"] += files_copied
+        report.verification["artifact"] = verify_artifacts(plan, idmap, target_read, _client(source), _client(target))
     # versions the target refused are reported as not carried: the read-back expects them missing
     refused = sum(problems["model_version"].values())
     check = report.verification.get("model_version")
@@ -109,6 +119,20 @@ def migrate(
         check["reported_not_carried"] = min(refused, check["missing"])
         check["missing"] -= check["reported_not_carried"]
     return report
+
+
+def _client(spec: SourceSpec) -> MlflowClient:
+    from ._mlflow_writer import writer_uri
+
+    uri = writer_uri(spec)
+    return MlflowClient(uri, uri)
+
+
+def _artifact_report(report: Report, plan: Plan, idmap: IdMap) -> None:
+    """The artifact files as copied: the plan counted the source's listing, the copy knows better."""
+    done, refused, _ = copied(plan, idmap)
+    kind = report.kinds["artifact"]
+    kind.carried, kind.not_carried = done, refused
 
 
 def _long_values(plan: Plan, idmap: IdMap, target: SourceRead, path_of: object) -> dict[tuple[str, str, str], str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 VERSION = 1
 # the sections of the map: source id -> what it became
-SECTIONS = ("experiments", "runs", "registered_models", "model_versions")
+SECTIONS = ("experiments", "runs", "artifacts", "registered_models", "model_versions")
 
 
 @dataclass

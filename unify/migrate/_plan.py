@@ -58,7 +58,8 @@ FIELDS: dict[str, dict[str, tuple[How, str]]] = {
     "registered_model": {"name": ("carried", ""), "tags": ("carried", ""), "description": ("carried", "")},
     "model_version": {"version": ("carried", "versions are created in order, so numbers match in a fresh target")},
     "alias": {"alias": ("carried", "")},
-    "artifact": {"bytes": ("not_carried", "artifact bytes are not copied by this version of braid migrate")},
+    "artifact": {"bytes": ("carried", "each run's files are copied into the target run, every destination path "
+                                      "checked to stay inside the run's artifact folder")},
     "logged_model": {"model": ("not_carried", "MLflow 3 LoggedModels are not created by this version of "
                                               "braid migrate; registry versions point at the source's storage")},
 }

@@ -123,9 +123,9 @@ def expected_report(plan: Plan, *, dry_run: bool) -> Report:
     versions = raw["model_versions"].filter(pl.col("current_stage").fill_null("") != "Deleted_Internal")
     kinds["model_version"].carried = versions.height
     kinds["alias"].carried = raw["aliases"].height
-    artifacts = raw["artifacts"].filter((pl.col("owner_kind") != "run") | pl.col("owner").is_in(plan.run_ids))
-    if artifacts.height:
-        kinds["artifact"].not_carried[FIELDS["artifact"]["bytes"][1]] = artifacts.height
+    # the files braid lists (local artifact roots); a remote root's files are counted as they are copied
+    kinds["artifact"].carried = raw["artifacts"].filter(
+        (pl.col("owner_kind") == "run") & pl.col("owner").is_in(plan.run_ids)).height
     models = raw["logged_models"].filter(pl.col("lifecycle_stage").fill_null("active") != "deleted")
     if models.height:
         kinds["logged_model"].not_carried[FIELDS["logged_model"]["model"][1]] = models.height
