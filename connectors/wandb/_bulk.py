@@ -8,6 +8,10 @@ history items and as many summary items). Here the C parser does the walking:
 - every history payload, joined, is one `Rows` message: `Record` with `history` (field 2)
   declared repeated, so the concatenation of records keeps one `Row` per record (protobuf
   appends repeated fields when messages are concatenated); a `Row`'s items stay raw bytes.
+- every summary payload, joined, is one `Summaries` message whose `summary` (field 3) is
+  declared singular: protobuf merges the occurrences of a message field into one, appending
+  its repeated fields, so every update of every record is in one list, in order, with no
+  Python object per record (only the last value of each key matters, not which record set it).
 - the items' values: all items joined, parsed as one `Flat` message whose `value_json` is
   repeated: one value per item, in order.
 - the items' keys: the bytes before an item's `value_json` tag (`82 01`) are its key fields;
@@ -53,7 +57,7 @@ def _types() -> dict[str, Any]:
     rest = [("num", 1, i64, rep, ""), ("control", 16, raw, rep, ""), ("uuid", 19, raw, rep, ""),
             ("info", 200, raw, rep, "")]
     message("Rows", *rest, ("row", 2, sub, rep, ".braid_wandb_bulk.Row"))
-    message("Summaries", *rest, ("summary", 3, sub, rep, ".braid_wandb_bulk.Sums"))
+    message("Summaries", *rest, ("summary", 3, sub, opt, ".braid_wandb_bulk.Sums"))
     message("Flat", ("key", 1, string, rep, ""), ("nested_key", 2, string, rep, ""),
             ("value_json", 16, string, rep, ""))
     pool = descriptor_pool.DescriptorPool()
@@ -104,13 +108,16 @@ def _items(raw_items: list[bytes], keys: _Keys) -> tuple[list[tuple[str, ...]], 
 def history(payloads: list[bytes], keys: _Keys) -> tuple[list[int], list[int], list[str], list[str]] | None:
     """History records' (steps, item counts, keys, values) as `History` keeps them, or None."""
     from google.protobuf.message import DecodeError
+    from google.protobuf.unknown_fields import UnknownFieldSet
 
     rows = _types()["Rows"]()
     try:
         rows.ParseFromString(b"".join(payloads))
     except DecodeError:
         return None
-    if len(rows.row) != len(payloads):
+    # one row per record; an unknown field can be another member of the record's oneof,
+    # which a record parse would take as the record's type instead of history
+    if len(rows.row) != len(payloads) or len(UnknownFieldSet(rows)):
         return None
     items_of = list(map(attrgetter("item"), rows.row))
     raw_items = list(chain.from_iterable(items_of))
@@ -127,12 +134,16 @@ def summary(payloads: list[bytes], keys: _Keys) -> tuple[list[tuple[str, ...]], 
     """Summary records' updates as (paths, value JSON) in order, or None (also when one of
     them removes keys: those are applied record by record)."""
     from google.protobuf.message import DecodeError
+    from google.protobuf.unknown_fields import UnknownFieldSet
 
     sums = _types()["Summaries"]()
     try:
         sums.ParseFromString(b"".join(payloads))
     except DecodeError:
         return None
-    if len(sums.summary) != len(payloads) or any(map(attrgetter("remove"), sums.summary)):
+    merged = sums.summary
+    # an unknown field here can be another member of the record's oneof, which a record parse
+    # would take as the record's type instead of summary
+    if merged.remove or len(UnknownFieldSet(sums)):
         return None
-    return _items(list(chain.from_iterable(map(attrgetter("update"), sums.summary))), keys)
+    return _items(list(merged.update), keys)
