@@ -24,6 +24,7 @@ What it does:
    a full sync of the whole file. Checks that the re-sync continued the run (not re-read it),
    that it read no more than the new bytes plus the 8 KiB of checked windows, and that the
    catalog's tables after it (the kept metric points plus the new ones) equal the full sync's.
+   `BRAID_WANDB_PURE=1` measures the Python decoder instead of the compiled one.
 4. Prints the numbers and the goals (>= 50 MB/s for the full sync; a re-sync reading only the
    new bytes); writes them to bench/out/wandb-log-<N>.json (git-ignored).
 Exits 1 when the incremental result differs from the full one, 0 otherwise (a missed goal
@@ -54,9 +55,13 @@ WRITER = HERE.parent / "tests" / "fixtures" / "write_wandb_runs.py"
 GOAL_MB_S = 50.0
 CHECK_BYTES = 2 * 4096  # the windows a continued read checks (`_txlog.CHECK_WINDOW`, twice)
 
-from braid.connectors.wandb import read_source  # noqa: E402
+from braid.connectors.wandb import _native, read_source  # noqa: E402
 from braid.connectors.wandb._txlog import read_log  # noqa: E402
 from braid.unify.source import PreviousSync, SourceBatch, SourceSpec, no_progress  # noqa: E402
+
+# the decoder measured: the compiled one (`_logdecode.c`) unless it is not built or
+# BRAID_WANDB_PURE=1 turns it off
+DECODER = "python" if _native.decoder is None else "compiled"
 
 
 def write_run(work: Path, rows: int) -> Path:
@@ -176,7 +181,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         print(f"  {label:<36} {value}")
 
     print(f"W&B transaction log: {args.rows:,} history rows, {mb:.1f} MB, {len(log.payloads):,} records, "
-          f"{points:,} metric points (best of {args.repeat})")
+          f"{points:,} metric points (best of {args.repeat}), decoder: {DECODER}")
     row("raw read", f"{raw_s:.3f} s  {mb / raw_s:,.0f} MB/s")
     row("framing (read_log)", f"{framing_s:.3f} s  {mb / framing_s:,.1f} MB/s")
     row("full sync (read_source)", f"{full_s:.3f} s  {full_mb_s:,.1f} MB/s")
@@ -196,6 +201,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         "cut": args.cut, "resync_s": resync_s, "resync_bytes_read": grown.cursor["bytes_read"],
         "new_bytes": new_bytes, "resync_points": grown.tables["metrics"].height, "full_resync_s": whole_s,
         "full_resync_bytes_read": whole.cursor["bytes_read"], "problems": problems,
+        "decoder": DECODER,
         "python": platform.python_version(), "cores": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
     }
     OUT.mkdir(parents=True, exist_ok=True)

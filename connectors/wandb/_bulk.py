@@ -20,6 +20,10 @@ history items and as many summary items). Here the C parser does the walking:
 Everything is checked (one row per record, one value per item, every key prefix decodes to
 key fields only); when a check fails, or a payload does not parse, the caller decodes those
 records one by one, as before. Results are identical either way.
+
+The compiled decoder (`_logdecode.c`, through `_native`), when built, walks the payloads of
+the shape the SDKs write straight into these lists, and gives up (None) on anything else:
+then the protobuf parses here run, as without it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from functools import cache
 from itertools import chain
 from operator import attrgetter, itemgetter, methodcaller
 from typing import Any
+
+from . import _native
 
 VALUE_TAG = b"\x82\x01"  # HistoryItem/SummaryItem field 16 (value_json), length-delimited
 _BAD = ("\x00bad",)  # a key prefix that is not key fields only
@@ -107,6 +113,8 @@ def _items(raw_items: list[bytes], keys: _Keys) -> tuple[list[tuple[str, ...]], 
 
 def history(payloads: list[bytes], keys: _Keys) -> tuple[list[int], list[int], list[str], list[str]] | None:
     """History records' (steps, item counts, keys, values) as `History` keeps them, or None."""
+    if _native.decoder is not None and (got := _native.decoder.history(payloads)) is not None:
+        return got
     from google.protobuf.message import DecodeError
     from google.protobuf.unknown_fields import UnknownFieldSet
 
@@ -133,6 +141,8 @@ def history(payloads: list[bytes], keys: _Keys) -> tuple[list[int], list[int], l
 def summary(payloads: list[bytes], keys: _Keys) -> tuple[list[tuple[str, ...]], list[str]] | None:
     """Summary records' updates as (paths, value JSON) in order, or None (also when one of
     them removes keys: those are applied record by record)."""
+    if _native.decoder is not None and (got := _native.decoder.summary(payloads)) is not None:
+        return got
     from google.protobuf.message import DecodeError
     from google.protobuf.unknown_fields import UnknownFieldSet
 

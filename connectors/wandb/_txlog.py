@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Literal
 
 from braid.unify.errors import TransactionLogError
 
+from . import _native
+
 if TYPE_CHECKING:
     from wandb.proto.wandb_internal_pb2 import Record
 
@@ -302,7 +304,23 @@ def _detect_origin(head: bytes) -> Literal[0, 7]:
 
 def _scan(data: bytes, *, base: int, origin: int) -> tuple[list[bytes], list[int], list[LogIssue], int]:
     """Chunks of `data` (the file from absolute offset `base`, a record boundary) assembled
-    into whole records: (payloads, their offsets, issues, resume offset)."""
+    into whole records: (payloads, their offsets, issues, resume offset).
+
+    The compiled scan, when built, takes the records up to the first issue and stops at the
+    record boundary before it; `_scan_py` (the reference) goes on from there, so the result
+    is the same as its own from the start."""
+    decoder = _native.decoder
+    if decoder is None:
+        return _scan_py(data, base=base, origin=origin)
+    payloads, offsets, resume = decoder.scan(data, base, origin)
+    if resume == base + len(data):
+        return payloads, offsets, [], resume
+    rest = _scan_py(data[resume - base:], base=resume, origin=origin)
+    return payloads + rest[0], offsets + rest[1], rest[2], rest[3]
+
+
+def _scan_py(data: bytes, *, base: int, origin: int) -> tuple[list[bytes], list[int], list[LogIssue], int]:
+    """`_scan` in Python: every chunk checked and joined, every issue reported."""
     unpack = _CHUNK_HEADER.unpack_from
     crc32, type_crc = zlib.crc32, _TYPE_CRC
     payloads: list[bytes] = []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).parents[2]
 CARD_FOLDERS = {"braid.connectors": "connectors", "braid.unify": "unify", "braid.tui": "tui"}
@@ -26,3 +29,12 @@ def test_the_console_script_and_python_api() -> None:
     import braid.unify
 
     assert callable(braid.unify.open_catalog)
+
+
+@pytest.mark.skipif(os.environ.get("BRAID_REQUIRE_NATIVE") != "1",
+                    reason="the compiled W&B decoder is optional; CI (.ci/run) sets BRAID_REQUIRE_NATIVE=1")
+def test_compiled_decoder_is_built() -> None:
+    """CI installs with a compiler: the decoder must have been built, or its tests would only skip."""
+    from braid.connectors.wandb import _native
+
+    assert _native.decoder is not None, "braid.connectors.wandb._logdecode was not built by `pip install -e .`"
