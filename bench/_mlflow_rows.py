@@ -43,8 +43,8 @@ def insert_runs_like(con: sqlite3.Connection, template_id: str, template_name: s
             tag_out += [(k, v, run_uuid) for k, v in tags]
             metric_rows += [(k, v, ts, run_uuid, s, 0) for k, v, ts, s in metrics]
             last: dict[str, tuple[str, float, int, int]] = {}
-            for k, v, ts, s in metrics:  # MLflow's latest: the highest step, then timestamp
-                if k not in last or (s, ts) >= (last[k][3], last[k][2]):
+            for k, v, ts, s in metrics:  # MLflow's latest: the highest step, then timestamp, then value
+                if k not in last or (s, ts, v) > (last[k][3], last[k][2], last[k][1]):  # a tie keeps the first
                     last[k] = (k, v, ts, s)
             latest_rows += [(k, v, ts, s, 0, run_uuid) for k, v, ts, s in last.values()]
         with con:

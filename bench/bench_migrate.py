@@ -24,6 +24,8 @@ What it does:
    timed as one call (source read, plan, writes, read-back verification). The phases are
    timed too, by wrapping (not changing) the functions migrate() calls: the two
    read_mlflow() calls (source read, target read-back), MlflowWriter.runs and verify().
+   For a database target MlflowWriter.runs writes with set-based inserts, a batch of runs per
+   transaction (unify/migrate/_mlflow_bulk.py); a server target goes through the client.
 3. Baseline: a plain MlflowClient copy into another fresh sqlite store: search_runs to list
    the runs, then per run get_run, get_metric_history per key, create_run (start time, name,
    tags), log_batch (params and tags <= 100 a call, metrics <= 1,000 a call) and

@@ -495,10 +495,14 @@ def migrate(ctx: click.Context, source: str, target: str, select: str | None, dr
     """Copy runs from one source in braid.toml to another, with a fidelity report.
 
     \b
-    Directions: mlflow -> mlflow; wandb -> mlflow and dvc -> mlflow (W&B runs, DVC stage
-    executions and experiments become MLflow runs; a W&B project or DVC repository becomes an
-    experiment). W&B and DVC sources are read with braid's connectors, and what MLflow cannot
-    hold (dataset outputs, artifact bytes, registry entries, host) is listed as not carried.
+    Directions:
+      mlflow -> mlflow   runs, full metric history, artifact files (every path checked),
+                         logged models, registry versions with aliases and stages
+      wandb  -> mlflow   W&B runs become MLflow runs, a project an experiment
+      dvc    -> mlflow   stage executions and experiments become runs, a repository an experiment
+      mlflow -> wandb    real W&B run folders written by the wandb SDK into the target's
+      dvc    -> wandb    `path`, ready for `wandb sync`
+    What the target cannot hold is listed in the report as transformed (how) or not carried (why).
 
     \b
     Re-running creates nothing new; an interrupted migration continues where it stopped (the

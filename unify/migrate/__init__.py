@@ -5,7 +5,10 @@ runs with params, the full metric history, tags, times, status, user, git commit
 dataset inputs and registry entries. W&B and DVC move to MLflow too (`_sources`): a W&B run, a
 DVC stage execution or a DVC experiment becomes an MLflow run, read from braid's normalised tables
 and written by the same writer, id map and report; the mapping is declared in `SOURCE_FIELDS` and
-`STATUS`, and the read-back is compared with the source's normalised tables. Re-running creates nothing new; an interrupted migration
+`STATUS`, and the read-back is compared with the source's normalised tables. MLflow and DVC also
+move to W&B (`_wandb_writer`): each run becomes a W&B offline run folder written by the wandb
+SDK, ready for `wandb sync`, as declared in `WANDB_FIELDS`, and the folder is read back with
+braid's W&B reader. Re-running creates nothing new; an interrupted migration
 continues where it stopped (the id map lives in the catalog folder). The report says, per entity
 kind, what was carried, transformed (how) and not carried (why), and is checked by reading the
 target back with braid's own connector.
@@ -18,9 +21,10 @@ target back with braid's own connector.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import requests
@@ -32,14 +36,18 @@ from braid.unify.source import Progress, SourceSpec, no_progress
 
 from ._artifacts import copied, copy_artifacts, verify_artifacts
 from ._idmap import IdMap
+from ._models import carry_models, verify_models
 from ._plan import FIELDS, Plan, SourceRead, make_plan, read_mlflow
 from ._report import KindReport, Report, expected_report, verify
 from ._sources import SOURCE_FIELDS, STATUS, expected_source_report, read_tool, verify_source
+from ._wandb_writer import WANDB_FIELDS, wandb_folder
 
-__all__ = ["FIELDS", "SOURCE_FIELDS", "STATUS", "IdMap", "KindReport", "Plan", "Report", "SourceRead", "migrate"]
+__all__ = ["FIELDS", "SOURCE_FIELDS", "STATUS", "WANDB_FIELDS", "IdMap", "KindReport", "Plan", "Report", "SourceRead",
+           "migrate"]
 
 # the directions this version migrates: (source tool, target tool)
-DIRECTIONS = {("mlflow", "mlflow"), ("wandb", "mlflow"), ("dvc", "mlflow")}
+PROGRESS_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+DIRECTIONS = {("mlflow", "mlflow"), ("wandb", "mlflow"), ("dvc", "mlflow"), ("mlflow", "wandb"), ("dvc", "wandb")}
 
 
 def migrate(
@@ -48,17 +56,21 @@ def migrate(
 ) -> Report:
     """Copy the source's runs (all live runs, or the run ids in `select`) into the target.
 
-    The source is MLflow, W&B or DVC; the target is MLflow. `select` holds run node ids
-    (`<source>:run/<id>`) or native ids.
+    The source is MLflow, W&B or DVC; the target is MLflow, or (from MLflow and DVC) a folder of
+    W&B run folders (`_migrate_to_wandb`). `select` holds run node ids (`<source>:run/<id>`) or
+    native ids.
 
     `artifact_root` is where experiments created in a database target keep their artifacts
     (braid writes the full text of over-long values there); a server target chooses its own.
     """
     if (source.tool, target.tool) not in DIRECTIONS:
         raise MigrationUsageError(f"braid does not migrate {source.tool} to {target.tool} yet",
-                                  hint="this version migrates mlflow, wandb and dvc to mlflow")
+                                  hint="this version migrates mlflow, wandb and dvc to mlflow, and mlflow and dvc "
+                                       "to wandb run folders")
     if source.name == target.name:
         raise MigrationUsageError("the source and the target are the same source")
+    if target.tool == "wandb":
+        wandb_folder(target)  # an API-only W&B target is refused before the source is read
     from_mlflow = source.tool == "mlflow"
     read = read_mlflow(source) if from_mlflow else read_tool(source)
     # run node ids (`<source>:run/<native id>`) or native ids; a W&B or DVC native id holds slashes
@@ -66,6 +78,8 @@ def migrate(
     wanted = None if select is None else [
         s.removeprefix(prefix) if s.startswith(prefix) or not from_mlflow else s.rsplit("/", 1)[-1] for s in select]
     plan = make_plan(source.name, target.name, read, select=wanted)
+    if target.tool == "wandb":
+        return _migrate_to_wandb(source, target, plan, catalog=catalog, dry_run=dry_run, progress=progress)
     report = (expected_report(plan, dry_run=dry_run) if from_mlflow
               else expected_source_report(plan, source.tool, dry_run=dry_run))
     idmap = IdMap.load(catalog, source.name, target.name)
@@ -77,16 +91,16 @@ def migrate(
     from ._mlflow_writer import MlflowWriter, long_value_path
 
     problems: dict[str, Counter[str]] = {"model_version": Counter(), "alias": Counter()}
-    files_copied = 0
-    # MLflow prints a "View run ... at" line per run for server targets: keep stdout for the report
-    _quiet = contextlib.redirect_stdout(sys.stderr)
+    files_copied = models_created = 0
+    quiet = _quiet_mlflow()
     try:
-        _quiet.__enter__()
+        quiet.__enter__()
         writer = MlflowWriter(target, artifact_root=artifact_root)
         experiments = {e: writer.experiment(plan, idmap, e) for e in plan.experiment_ids}
         writer.runs(plan, idmap, experiments, progress)
         if from_mlflow:
             files_copied = copy_artifacts(plan, idmap, _client(source), _client(target), progress)
+            models_created = carry_models(plan, idmap, _client(source), _client(target), experiments, progress)
         writer.registry(plan, idmap, problems)
     except BraidError:
         raise
@@ -97,7 +111,7 @@ def migrate(
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
             hint="what was written is kept; run the same migration again to continue") from None
     finally:
-        _quiet.__exit__(None, None, None)
+        quiet.__exit__(None, None, None)
     for kind, why in problems.items():
         for reason, n in why.items():
             report.kinds[kind].carried -= n
@@ -109,9 +123,13 @@ def migrate(
                            else verify_source(plan, source.tool, target_read, long_values))
     if from_mlflow:
         _artifact_report(report, plan, idmap)
-        if files_copied:
-            report.created["artifact files"] += files_copied
-        report.verification["artifact"] = verify_artifacts(plan, idmap, target_read, _client(source), _client(target))
+        for what, n in (("artifact files", files_copied), ("logged_models", models_created)):
+            if n:
+                report.created[what] += n
+        with _quiet_mlflow():
+            report.verification["artifact"] = verify_artifacts(plan, idmap, target_read, _client(source),
+                                                               _client(target))
+        report.verification["logged_model"] = verify_models(plan, idmap, target_read)
     # versions the target refused are reported as not carried: the read-back expects them missing
     refused = sum(problems["model_version"].values())
     check = report.verification.get("model_version")
@@ -119,6 +137,22 @@ def migrate(
         check["reported_not_carried"] = min(refused, check["missing"])
         check["missing"] -= check["reported_not_carried"]
     return report
+
+
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """MLflow prints a "View run ... at" line per run for server targets, and a progress bar per
+    artifact download: stdout stays the report's, stderr braid's progress."""
+    saved = os.environ.get(PROGRESS_BARS)
+    os.environ[PROGRESS_BARS] = "false"
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop(PROGRESS_BARS, None)
+        else:
+            os.environ[PROGRESS_BARS] = saved
 
 
 def _client(spec: SourceSpec) -> MlflowClient:
@@ -156,3 +190,34 @@ def _long_values(plan: Plan, idmap: IdMap, target: SourceRead, path_of: object) 
             except (MlflowException, OSError):
                 continue
     return out
+
+
+def _migrate_to_wandb(source: SourceSpec, target: SourceSpec, plan: Plan, *, catalog: Path, dry_run: bool,
+                      progress: Progress) -> Report:
+    """MLflow or DVC into W&B: run folders written by the wandb SDK (`_wandb_writer`), read back
+    with braid's W&B reader and compared with the source through `WANDB_FIELDS`."""
+    from wandb.errors import Error as WandbError
+
+    from ._wandb_writer import WandbWriter, expected_wandb_report, verify_wandb
+
+    report = expected_wandb_report(plan, source.tool, dry_run=dry_run)
+    idmap = IdMap.load(catalog, source.name, target.name)
+    if dry_run:
+        done = sum(idmap.run_done(r) for r in plan.run_ids)
+        report.reused["runs"] = done
+        report.created["runs"] = len(plan.run_ids) - done
+        return report
+    writer = WandbWriter(target, plan, source.tool)
+    try:
+        writer.runs(idmap, progress)
+    except BraidError:
+        raise
+    except (WandbError, OSError) as exc:
+        done = sum(idmap.run_done(r) for r in plan.run_ids)
+        raise MigrationTargetError(
+            source.name, target.name, f"writing W&B run folders failed after {done} of {len(plan.run_ids)} runs: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+            hint="finished run folders are kept; run the same migration again to continue") from None
+    report.created, report.reused = writer.created, writer.reused
+    report.verification = verify_wandb(plan, source.tool, writer.read_back())
+    return report

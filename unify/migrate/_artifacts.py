@@ -37,6 +37,8 @@ from pathlib import Path
 
 import polars as pl
 from mlflow import MlflowClient
+from mlflow.entities import FileInfo
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from braid.connectors.mlflow._artifacts import local_root
 
@@ -54,7 +56,7 @@ LINK_OUT = "a symlink in the source leads out of the run's artifact folder"
 UNREADABLE = "the source file could not be read"
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
-ARTIFACT_SCHEMA = {"run_uuid": pl.String, "path": pl.String, "size": pl.Int64, "md5": pl.String}
+ARTIFACT_SCHEMA = {"owner": pl.String, "path": pl.String, "size": pl.Int64, "md5": pl.String}
 
 
 class UnsafePath(ValueError):
@@ -97,6 +99,10 @@ class ArtifactCopy:
     bytes: int = 0
     refused_paths: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
+    def entry(self) -> dict[str, object]:
+        """What the id map keeps of one owner's copy."""
+        return {"copied": self.copied, "bytes": self.bytes, "refused": self.refused_paths}
+
 
 @dataclass
 class SourceFile:
@@ -104,25 +110,30 @@ class SourceFile:
     local: str | None  # the file on disk, when the source's artifact root is local
 
 
-def _walk_remote(client: MlflowClient, run_id: str, path: str | None = None) -> Iterator[SourceFile]:
-    for info in client.list_artifacts(run_id, path):
+# where a listed file's bytes come from, and where the staged folder goes: (path, folder) -> the
+# downloaded file; (staged folder) -> None
+Download = Callable[[str, str], str]
+Upload = Callable[[str], None]
+
+
+def _walk(listing: Callable[[str | None], list[FileInfo]], path: str | None = None) -> Iterator[SourceFile]:
+    for info in listing(path):
         if info.is_dir:
-            yield from _walk_remote(client, run_id, info.path)
+            yield from _walk(listing, info.path)
         else:
             yield SourceFile(info.path, None)
 
 
-def source_files(client: MlflowClient, run_id: str, artifact_uri: str | None,
+def source_files(listing: Callable[[str | None], list[FileInfo]], artifact_uri: str | None,
                  listed: pl.DataFrame) -> list[SourceFile]:
-    """The run's files: from braid's listing of a local root, else from the source's artifact API."""
+    """An owner's files: from braid's listing of a local root, else from the source's artifact API."""
     root = local_root(artifact_uri)
     if root is not None:
         return [SourceFile(p, os.path.join(root, *p.split("/"))) for p in listed["path"].to_list()]
-    return list(_walk_remote(client, run_id)) if artifact_uri else []
+    return list(_walk(listing)) if artifact_uri else []
 
 
-def _stage(client: MlflowClient, run_id: str, root: str | None, file: SourceFile, staging: Path,
-           scratch: Path) -> int:
+def _stage(download: Download, root: str | None, file: SourceFile, staging: Path, scratch: Path) -> int:
     """Put one source file at its checked place under `staging`; its size."""
     dest = destination(staging, file.path)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -132,28 +143,26 @@ def _stage(client: MlflowClient, run_id: str, root: str | None, file: SourceFile
             raise UnsafePath(file.path, LINK_OUT)
         shutil.copyfile(real, dest)
     else:
-        fetched = Path(client.download_artifacts(run_id, checked_path(file.path), str(scratch)))
+        fetched = Path(download(checked_path(file.path), str(scratch)))
         if not fetched.resolve().is_relative_to(scratch.resolve()):
             raise UnsafePath(file.path, ESCAPES)
         shutil.move(fetched, dest)
     return dest.stat().st_size
 
 
-def copy_run(source: MlflowClient, target: MlflowClient, run_id: str, target_run_id: str,
-             artifact_uri: str | None, listed: pl.DataFrame, tally: ArtifactCopy) -> None:
-    """Copy one run's files into the target run; refused files are counted with their reason."""
-    files = source_files(source, run_id, artifact_uri, listed)
+def copy_files(files: list[SourceFile], root: str | None, download: Download, upload: Upload,
+               tally: ArtifactCopy) -> None:
+    """Stage the files (each path checked) and upload the staged folder; refusals are tallied."""
     if not files:
         return
-    root = local_root(artifact_uri)
     with tempfile.TemporaryDirectory(prefix="braid-artifacts-") as tmp:
-        staging, scratch = Path(tmp, "run"), Path(tmp, "scratch")
+        staging, scratch = Path(tmp, "staged"), Path(tmp, "scratch")
         staging.mkdir()
         staged = 0
         for file in files:
             scratch.mkdir(exist_ok=True)
             try:
-                tally.bytes += _stage(source, run_id, root, file, staging, scratch)
+                tally.bytes += _stage(download, root, file, staging, scratch)
                 staged += 1
             except UnsafePath as exc:
                 tally.refused_paths.append((file.path, exc.reason))
@@ -162,8 +171,16 @@ def copy_run(source: MlflowClient, target: MlflowClient, run_id: str, target_run
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
         if staged:
-            target.log_artifacts(target_run_id, str(staging))
+            upload(str(staging))
         tally.copied += staged
+
+
+def copy_run(source: MlflowClient, target: MlflowClient, run_id: str, target_run_id: str,
+             artifact_uri: str | None, listed: pl.DataFrame, tally: ArtifactCopy) -> None:
+    """Copy one run's files into the target run; refused files are counted with their reason."""
+    files = source_files(lambda path: source.list_artifacts(run_id, path), artifact_uri, listed)
+    copy_files(files, local_root(artifact_uri), lambda path, dst: source.download_artifacts(run_id, path, dst),
+               lambda staged: target.log_artifacts(target_run_id, staged), tally)
 
 
 def md5_of(path: Path) -> str:
@@ -174,15 +191,16 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def remote_listing(client: MlflowClient, runs: dict[str, str]) -> pl.DataFrame:
-    """(source run, path, size, md5) of the files of target runs (`runs`: target id -> source id),
-    read through the target's artifact API and hashed, for checking a target braid cannot list."""
+def remote_listing(client: MlflowClient, owners: dict[str, str], uris: dict[str, str | None]) -> pl.DataFrame:
+    """(owner, path, size, md5) of the files of `owners` (owner -> the name to report it under),
+    read through their artifact repositories and hashed, for a store braid cannot list on disk."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="braid-readback-") as tmp:
-        for target_id, source_id in runs.items():
-            for file in _walk_remote(client, target_id):
-                local = Path(client.download_artifacts(target_id, file.path, tmp))
-                rows.append((source_id, file.path, local.stat().st_size, md5_of(local)))
+        for owner, name in owners.items():
+            repo = get_artifact_repository(str(uris[owner]), tracking_uri=client.tracking_uri)
+            for file in _walk(repo.list_artifacts):
+                local = Path(repo.download_artifacts(checked_path(file.path), tmp))
+                rows.append((name, file.path, local.stat().st_size, md5_of(local)))
                 local.unlink()
     return pl.DataFrame(rows, schema=ARTIFACT_SCHEMA, orient="row")
 
@@ -206,7 +224,7 @@ def copy_artifacts(plan: Plan, idmap: IdMap, source: MlflowClient, target: Mlflo
         if idmap.get("artifacts", run) is None and target_run is not None:
             tally = ArtifactCopy()
             copy_run(source, target, run, target_run, uris.get(run), listed.get(run, empty), tally)
-            idmap.set("artifacts", run, {"copied": tally.copied, "bytes": tally.bytes, "refused": tally.refused_paths})
+            idmap.set("artifacts", run, tally.entry())
             idmap.save()
             now += tally.copied
         step("artifacts", n + 1, len(plan.run_ids))
@@ -214,9 +232,10 @@ def copy_artifacts(plan: Plan, idmap: IdMap, source: MlflowClient, target: Mlflo
 
 
 def copied(plan: Plan, idmap: IdMap) -> tuple[int, Counter[str], set[tuple[str, str]]]:
-    """Files copied, files refused per reason, and the refused (run, path) pairs, over the planned runs."""
+    """Files copied, files refused per reason, and the refused (owner, path) pairs, over the planned
+    runs and their logged models."""
     done, refused, paths = 0, Counter[str](), set()
-    for run in plan.run_ids:
+    for run in [*plan.run_ids, *plan.logged_models()["model_id"].to_list()]:
         entry = idmap.get("artifacts", run) or {}
         done += entry.get("copied", 0)
         for path, reason in entry.get("refused", []):
@@ -225,31 +244,39 @@ def copied(plan: Plan, idmap: IdMap) -> tuple[int, Counter[str], set[tuple[str, 
     return done, refused, paths
 
 
+def _owners(read: SourceRead) -> dict[str, str | None]:
+    """Artifact owner (run or logged model id) -> its artifact URI."""
+    return {**dict(read.raw["runs"].select("run_uuid", "artifact_uri").iter_rows()),
+            **dict(read.raw["logged_models"].select("model_id", "artifact_location").iter_rows())}
+
+
+def _listing(read: SourceRead, client: MlflowClient, owners: dict[str, str]) -> pl.DataFrame:
+    """(owner as the source names it, path, size, md5) of the files of `owners` (owner -> its name in
+    the source): braid's listing for local roots, the artifact API (downloaded and hashed) for the rest."""
+    uris = _owners(read)
+    local = {o: s for o, s in owners.items() if local_root(uris.get(o)) is not None}
+    listed = read.raw["artifacts"].filter(pl.col("owner").is_in(list(local)))
+    rows = listed.select(owner=pl.col("owner").replace_strict(local), path="path", size="size", md5="md5")
+    remote = {o: s for o, s in owners.items() if o not in local and uris.get(o)}
+    return pl.concat([rows.cast(ARTIFACT_SCHEMA), remote_listing(client, remote, uris)])
+
+
 def verify_artifacts(plan: Plan, idmap: IdMap, target_read: SourceRead, source: MlflowClient,
                      target: MlflowClient) -> dict[str, object]:
-    """The planned runs' files in the source against the target's, by path, size and md5."""
+    """The files of the planned runs and their logged models, in the source against the target's,
+    by path, size and md5."""
     from ._report import _compare
 
-    uris = dict(plan.read.raw["runs"].select("run_uuid", "artifact_uri").iter_rows())
-    local = [r for r in plan.run_ids if local_root(uris.get(r)) is not None]
-    remote = [r for r in plan.run_ids if r not in set(local) and uris.get(r)]
-    listed = plan.read.raw["artifacts"].filter((pl.col("owner_kind") == "run") & pl.col("owner").is_in(local))
-    expected = pl.concat([listed.select(run_uuid="owner", path="path", size="size", md5="md5").cast(ARTIFACT_SCHEMA),
-                          remote_listing(source, {r: r for r in remote})])
+    models = [m for m in plan.logged_models()["model_id"].to_list() if idmap.get("logged_models", m)]
+    expected = _listing(plan.read, source, {o: o for o in [*plan.run_ids, *models]})
     _, _, refused = copied(plan, idmap)
     if refused:
-        expected = expected.filter(~pl.struct("run_uuid", "path").is_in(
-            [{"run_uuid": r, "path": p} for r, p in refused]))
+        expected = expected.filter(~pl.struct("owner", "path").is_in(
+            [{"owner": r, "path": p} for r, p in refused]))
     back = {t: s for s in plan.run_ids if (t := idmap.run_target(s)) is not None}
-    target_uris = dict(target_read.raw["runs"].select("run_uuid", "artifact_uri").iter_rows())
-    on_disk = target_read.raw["artifacts"].filter(
-        (pl.col("owner_kind") == "run") & pl.col("owner").is_in([t for t in back if local_root(target_uris.get(t))]))
-    actual = pl.concat([
-        on_disk.select(run_uuid=pl.col("owner").replace_strict(back), path="path", size="size", md5="md5")
-        .cast(ARTIFACT_SCHEMA),
-        remote_listing(target, {t: s for t, s in back.items() if t in target_uris and not local_root(target_uris[t])}),
-    ])
+    back |= {idmap.get("logged_models", m): m for m in models}
+    actual = _listing(target_read, target, back)
     # the full text of over-long values is braid's own file, checked with the values themselves
     actual = actual.filter(~pl.col("path").str.starts_with(f"{LONG_VALUE_DIR}/")
-                           | pl.struct("run_uuid", "path").is_in(expected.select(pl.struct("run_uuid", "path")).to_series().implode()))
+                           | pl.struct("owner", "path").is_in(expected.select(pl.struct("owner", "path")).to_series().implode()))
     return _compare(expected.sort(pl.all()), actual)

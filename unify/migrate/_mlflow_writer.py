@@ -1,8 +1,13 @@
 """Write a plan into an MLflow tracking store or server with `MlflowClient`.
 
+Experiments and registry entries always go through the client (few objects). Runs do for a
+server target; a database target (sqlite, PostgreSQL, MySQL) gets them as set-based inserts of
+the same rows (`_mlflow_bulk`), unless `bulk=False`.
+
 Every object carries its original id as the tag `braid.source_id`, and the id map is saved after
-each one, so a re-run finds what exists (in the map, or by that tag when the map missed the last
-write before a crash) and creates nothing twice. Logging a param, tag or metric point that is
+each one (each finished run; each batch of runs for a database target), so a re-run finds what
+exists (in the map, or by that tag when the map missed the last writes before a crash) and
+creates nothing twice. Logging a param, tag or metric point that is
 already there is harmless in MLflow (same value; metric points are deduplicated by the store),
 which is what lets a half-written run be finished on the next run.
 """
@@ -54,10 +59,11 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 class MlflowWriter:
     """Creates experiments, runs and registry entries in one MLflow target."""
 
-    def __init__(self, spec: SourceSpec, *, artifact_root: Path | None = None) -> None:
+    def __init__(self, spec: SourceSpec, *, artifact_root: Path | None = None, bulk: bool = True) -> None:
         uri = writer_uri(spec)
         self.client = MlflowClient(uri, uri)
         self.artifact_root = artifact_root
+        self.bulk = bulk
         self.created: Counter[str] = Counter()
         self.reused: Counter[str] = Counter()
 
@@ -102,6 +108,14 @@ class MlflowWriter:
                 break
 
     def runs(self, plan: Plan, idmap: IdMap, experiments: dict[str, str], step: Step) -> None:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = self.client._tracking_client.store  # the store MLflow opened (and migrated) for the URI
+        if self.bulk and isinstance(store, SqlAlchemyStore):  # a database: set-based inserts, a batch a transaction
+            from ._mlflow_bulk import write_runs
+
+            write_runs(self, store, plan, idmap, experiments, step)
+            return
         raw = plan.read.raw
         by_run = {name: {k[0]: v for k, v in plan.frame(name).partition_by("run_uuid", as_dict=True).items()}
                   for name in ("params", "tags", "metrics", "dataset_inputs")}
@@ -133,8 +147,8 @@ class MlflowWriter:
             run = self.client.create_run(experiment, start_time=info["start_time"], run_name=info["name"],
                                          tags={**own, **({USER: user} if user else {})})
             target_id = run.info.run_id
+            # not saved yet: a run killed before it is done is adopted by its braid.source_id tag
             idmap.set_run(run_uuid, target_id, done=False)
-            idmap.save()
             self.created["runs"] += 1
         else:
             self.reused["runs (finished after an interruption)"] += 1
@@ -209,6 +223,7 @@ class MlflowWriter:
         versions = raw["model_versions"].filter(pl.col("current_stage").fill_null("") != "Deleted_Internal") \
             .with_columns(n=pl.col("version").cast(pl.Int64)).sort("name", "n")
         existing: dict[str, str] = {}
+        by_location = dict(raw["logged_models"].select("artifact_location", "model_id").iter_rows())
         for name in versions["name"].unique().to_list():
             for mv in self.client.search_model_versions(f"name = '{name}'"):
                 if SOURCE_ID_TAG in mv.tags:
@@ -222,9 +237,17 @@ class MlflowWriter:
                 tags = dict(raw["model_version_tags"].filter(
                     (pl.col("name") == v["name"]) & (pl.col("version") == v["version"])).select("key", "value").iter_rows())
                 run_id = idmap.run_target(v["run_id"]) if v["run_id"] else None
+                # a version of a logged model that travelled names the target's model (the source
+                # names it by id, or by its storage location as a file store records it)
+                logged = by_location.get(v["storage_location"]) or by_location.get(v["source"]) \
+                    or (v["source"] or "").removeprefix("models:/")
+                model = idmap.get("logged_models", logged)
+                # (by its storage location: a `models:/` source is resolved through the global tracking URI)
+                source = self.client.get_logged_model(model).artifact_location if model \
+                    else v["storage_location"] or v["source"]
                 try:
                     mv = self.client.create_model_version(
-                        v["name"], v["storage_location"] or v["source"], run_id=run_id,
+                        v["name"], source, run_id=run_id, model_id=model,
                         tags={**tags, SOURCE_ID_TAG: key}, run_link=v["run_link"] or None,
                         description=v["description"] or None)
                 except MlflowException as exc:

@@ -60,12 +60,18 @@ FIELDS: dict[str, dict[str, tuple[How, str]]] = {
     "alias": {"alias": ("carried", "")},
     "artifact": {"bytes": ("carried", "each run's files are copied into the target run, every destination path "
                                       "checked to stay inside the run's artifact folder")},
-    "logged_model": {"model": ("not_carried", "MLflow 3 LoggedModels are not created by this version of "
-                                              "braid migrate; registry versions point at the source's storage")},
+    "logged_model": {
+        "model": ("carried", "created in the target with name, params, tags, status and files, under the run it "
+                             "came from; registry versions name it (models:/<target model id>)"),
+        "id": ("transformed", "the target assigns its own model id; the source id travels as tag braid.source_id"),
+    },
+    "model_metric": {"model": ("not_carried", "a metric logged against a model is carried as its run's metric "
+                                              "point; its link to the model is not")},
 }
 # why a whole entity is left out
 DELETED = "deleted in the source"
 PARENT_NOT_MIGRATED = "the parent run is not part of this migration"
+MODEL_RUN_NOT_MIGRATED = "the run that logged the model is not part of this migration"
 PARAM_TOO_LONG = (f"longer than MLflow's {MAX_PARAM_LENGTH:,}-character param limit: the param holds the first "
                   f"{MAX_PARAM_LENGTH:,} characters, the full value is the artifact {LONG_VALUE_DIR}/params/<key>.txt")
 TAG_TOO_LONG = (f"longer than MLflow's {MAX_TAG_LENGTH:,}-character tag limit: the tag holds the first "
@@ -95,6 +101,11 @@ class Plan:
         """A raw table restricted to the planned runs."""
         frame = self.read.raw[table]
         return frame.filter(pl.col("run_uuid").is_in(self.run_ids)) if "run_uuid" in frame.columns else frame
+
+    def logged_models(self) -> pl.DataFrame:
+        """The live MLflow 3 logged models of the planned runs: they travel with their runs."""
+        return self.read.raw["logged_models"].filter(
+            (pl.col("lifecycle_stage").fill_null("active") != "deleted") & pl.col("source_run_id").is_in(self.run_ids))
 
 
 def read_mlflow(spec: SourceSpec) -> SourceRead:

@@ -1,0 +1,88 @@
+"""MLflow 3 LoggedModels: created in the target with their params, tags and files.
+
+A logged model belongs to the run that logged it (`source_run_id`); it is carried when that run
+is, into the experiment its run went to, with its params, tags and status, and its files copied
+like a run's (`_artifacts.copy_files`: every path checked). The source's model id travels as the
+tag `braid.source_id`; the id map's `logged_models` section records each one once it is finished,
+so the registry can point a version at the target's model (`models:/<target model id>`) and a
+re-run creates nothing twice.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from mlflow import MlflowClient
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+from braid.connectors.mlflow._artifacts import local_root
+from braid.connectors.mlflow._raw import LOGGED_MODEL_STATUS, RawStore
+
+from ._artifacts import ArtifactCopy, Step, copy_files, source_files
+from ._idmap import IdMap
+from ._plan import SOURCE_ID_TAG, Plan, SourceRead
+
+# a LoggedModel status the target can be finalized with; others stay as created (PENDING)
+FINAL = ("READY", "FAILED")
+
+
+def _by_model(frame: pl.DataFrame, model: str) -> dict[str, str]:
+    return dict(frame.filter(pl.col("model_id") == model).select("key", "value").iter_rows())
+
+
+def carry_models(plan: Plan, idmap: IdMap, source: MlflowClient, target: MlflowClient,
+                 experiments: dict[str, str], step: Step) -> int:
+    """Create each planned logged model not created yet; the number created by this call."""
+    raw, created = plan.read.raw, 0
+    listed = raw["artifacts"].filter(pl.col("owner_kind") == "model")
+    models = plan.logged_models()
+    for n, m in enumerate(models.iter_rows(named=True)):
+        model = m["model_id"]
+        if idmap.get("logged_models", model) is None:
+            tally = ArtifactCopy()
+            new = target.create_logged_model(
+                experiments[m["experiment_id"]], name=m["name"], source_run_id=idmap.run_target(m["source_run_id"]),
+                tags={**_by_model(raw["logged_model_tags"], model), SOURCE_ID_TAG: model},
+                params=_by_model(raw["logged_model_params"], model) or None, model_type=m["model_type"])
+            location = m["artifact_location"]
+            repo = get_artifact_repository(location, tracking_uri=source.tracking_uri) if location else None
+            files = source_files(lambda path, r=repo: r.list_artifacts(path), location,
+                                 listed.filter(pl.col("owner") == model))
+            copy_files(files, local_root(location), lambda path, dst, r=repo: r.download_artifacts(path, dst),
+                       lambda staged, new_id=new.model_id: target.log_model_artifacts(new_id, staged), tally)
+            status = LOGGED_MODEL_STATUS.get(m["status"] or "", m["status"])
+            if status in FINAL:
+                target.finalize_logged_model(new.model_id, status)
+            idmap.set("artifacts", model, tally.entry())
+            idmap.set("logged_models", model, new.model_id)
+            idmap.save()
+            created += 1
+        step("logged models", n + 1, models.height)
+    return created
+
+
+def _described(raw: RawStore, models: pl.DataFrame, run_ids: dict[str, str]) -> pl.DataFrame:
+    """One row per model: its fields, its run (named as in the source), params and tags as sorted text."""
+    def pairs(table: str) -> pl.DataFrame:
+        return (raw[table].filter(~pl.col("key").str.starts_with("braid."))
+                .group_by("model_id").agg((pl.col("key") + "=" + pl.col("value").fill_null("")).sort().str.join("\n")
+                                          .alias(table)))
+    # a REST store answers "" where a SQL store holds NULL
+    out = models.select("model_id", "name", model_type=pl.col("model_type").fill_null(""),
+                        status=pl.col("status").replace(LOGGED_MODEL_STATUS),
+                        run=pl.col("source_run_id").replace_strict(run_ids, default=None))
+    for table in ("logged_model_params", "logged_model_tags"):
+        out = out.join(pairs(table), on="model_id", how="left")
+    return out
+
+
+def verify_models(plan: Plan, idmap: IdMap, target: SourceRead) -> dict[str, object]:
+    """The planned logged models against the target's, read back: fields, run, params and tags."""
+    from ._report import _compare
+
+    planned = plan.logged_models()
+    expected = _described(plan.read.raw, planned, {r: r for r in plan.run_ids})
+    back = {idmap.get("logged_models", m): m for m in planned["model_id"].to_list()}
+    runs = {t: s for s in plan.run_ids if (t := idmap.run_target(s)) is not None}
+    mine = target.raw["logged_models"].filter(pl.col("model_id").is_in(list(back)))
+    actual = _described(target.raw, mine, runs).with_columns(pl.col("model_id").replace_strict(back))
+    return _compare(expected.sort("model_id"), actual)

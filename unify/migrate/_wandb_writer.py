@@ -1,0 +1,701 @@
+"""Write a plan as W&B offline run folders through the wandb SDK, ready for `wandb sync`.
+
+The target is a wandb source whose `path` is the folder the run folders go into; each run is
+written by `wandb.init(mode="offline", ...)`, `run.log(row, step=...)` per history step and
+`run.finish(exit_code=...)`, exactly as a training script would write it. What a W&B run can
+hold, and how each source field gets there, is declared once in `WANDB_FIELDS` (with `TAG_FIELDS`,
+`WANDB_STATUS`, `CONFIG`); the writer, the expected report and the read-back verification all
+follow it. What the SDK does, found by writing folders with wandb 0.31 and reading them back:
+
+- The run's start is `time.time()` when `wandb.init` makes the run object (`Settings.x_start_time`
+  is overwritten by `wandb.init`), its end is that start plus the writing time: the original
+  times travel in config (`braid.started_at`, `braid.ended_at`), and every history row keeps its
+  original `_timestamp`, which W&B takes as given.
+- A history row is one step: logging a step lower than the last one, or the same step after it
+  was committed, is dropped with a warning, and two values of one key at one step keep the last.
+  So points are written sorted by step, one row per step; a second value of a key at a step
+  cannot be carried, and a row has one `_timestamp` (the latest of its points). Negative steps
+  are dropped by the SDK; `_step`, `_timestamp` and `_runtime` are W&B's own keys.
+- NaN and ±inf are written as they are (the log holds JSON NaN / Infinity).
+- Config keys with '.' or '/' are kept as given (the W&B UI nests '/' sections); a key
+  `_wandb` is W&B's own. Config values have no length limit: a 10,000-character param is whole.
+- Tags are labels of 1 to 64 characters without values (`wandb.init` refuses longer ones).
+- Project names cannot hold `/ \\ # ? % :` and have at most 128 characters.
+- User, host and git commit/remote are what `Settings(username=, host=, git_commit=,
+  git_remote_url=, disable_git=True)` says (without `disable_git` the SDK records the git
+  repository braid runs in); the environment record otherwise describes the writing process.
+- Offline runs cannot record inputs (`use_artifact` raises in offline mode) nor registry links
+  (`link_artifact` raises NotImplementedError): dataset inputs travel in config (`braid.datasets`).
+- `run.finish()` returns before wandb-core has written the log to its end (`finished_log` waits),
+  and wandb-core writes the environment record, where the username is, on its own schedule: a
+  short run is now and then closed without it, and is then written again.
+
+A run is written into a staging folder under `<path>/.braid/` (a folder braid's W&B reader and
+`wandb sync` do not look into) and renamed into `<path>` once the SDK has finished it; then the
+id map marks it done. A re-run skips done runs, adopts a finished folder the map missed (a kill
+between the rename and the map write), and deletes what a killed run left in staging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from braid.connectors.mlflow._normalise import (GIT_BRANCH, GIT_COMMIT, GIT_REMOTE, PARENT, RUN_NAME, SYSTEM_TAGS,
+                                                USER)
+from braid.connectors.wandb._fold import Segment, read_segment
+from braid.connectors.wandb._folders import open_files
+from braid.unify.errors import MigrationUsageError
+from braid.unify.source import Progress, SourceSpec, no_progress
+
+from ._idmap import IdMap
+from ._plan import DELETED, PARENT_NOT_MIGRATED, How, Plan
+from ._report import EXAMPLES, KindReport, Report, _compare
+from ._sources import INVALID_KEY, NO_STEP, NO_TIME, SOURCE_STATUS_TAG
+
+NOTE = "mlflow.note.content"
+# W&B's own limits (wandb.init refuses values outside them)
+MAX_TAG_LENGTH = 64
+MAX_PROJECT_LENGTH = 128
+PROJECT_FORBIDDEN = re.compile(r"[/\\#?%:]")
+DEFAULT_PROJECT = "uncategorized"  # W&B's name for runs without a project
+# history keys the SDK writes itself; config keys it keeps for itself
+RESERVED_METRIC_KEYS = ("_step", "_timestamp", "_runtime")
+RESERVED_PARAM_KEYS = ("_wandb",)
+# braid's own config namespace: what the source knew that a W&B run has no field for
+CONFIG = "braid"
+# where a run is written before it is complete: a folder braid's reader and `wandb sync` skip
+STAGING = Path(".braid") / "migrate-staging"
+# how often a run is written before its missing environment record (its username) is left to the check
+ENVIRONMENT_ATTEMPTS = 5
+# how long wandb-core may take to write a finished run's log to the end
+FLUSH_TIMEOUT = 120.0
+
+# MLflow status (W&B and DVC sources are shaped as MLflow first, `_sources.STATUS`) -> the W&B
+# status the exit code gives; statuses not listed become "crashed"
+WANDB_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed", "RUNNING": "crashed",
+                "SCHEDULED": "crashed"}
+EXACT_STATUS = ("FINISHED", "FAILED")
+# W&B status -> the exit code run.finish records (braid's W&B reader: 0 finished, 254 crashed, else failed)
+EXIT_CODES = {"finished": 0, "failed": 1, "crashed": 254}
+# tags that become a W&B field instead of a tag: tag -> field
+TAG_FIELDS = {RUN_NAME: "name", USER: "user", GIT_COMMIT: "git_commit", GIT_REMOTE: "git_remote",
+              GIT_BRANCH: "git_branch", NOTE: "notes", PARENT: "parent", SOURCE_STATUS_TAG: "status"}
+
+# why and how, once: the declaration below, the writer and the report all use these
+RUN_ID = (f"the W&B run id is a hash of the source name and run id (stable across re-runs); the source id "
+          f"is config {CONFIG}.source_id")
+TIMES = (f"the W&B run starts when braid writes it (wandb.init stamps its own start time): the original start "
+         f"and end are config {CONFIG}.started_at / {CONFIG}.ended_at; history rows keep their original _timestamp")
+STATUS_HOW = ("as the exit code of run.finish: "
+              + ", ".join(f"{s} {EXIT_CODES[w]} ({w})" for s, w in WANDB_STATUS.items())
+              + f" (the SDK writes a folder only for a run it finished); the original, when not the same, is config "
+                f"{CONFIG}.source_status")
+TAG_AS_FIELD = (f"an MLflow system tag becomes a W&B field: {RUN_NAME} the name, {USER} the username, "
+                f"{GIT_COMMIT} and {GIT_REMOTE} the git record, {NOTE} the notes; {GIT_BRANCH} is config "
+                f"{CONFIG}.git_branch (W&B records no branch)")
+TAG_IN_CONFIG = (f"a tag with a value, or longer than {MAX_TAG_LENGTH} characters, is config {CONFIG}.tags.<key>: "
+                 f"W&B tags are labels of 1 to {MAX_TAG_LENGTH} characters")
+PARENT_LINK = (f"W&B has no parent runs: config {CONFIG}.parent_id names the parent's W&B run id, and a parent "
+               "and its descendants share one W&B group (the top parent's run id)")
+DATASETS = (f"offline W&B runs cannot record inputs (use_artifact raises in offline mode): each dataset's name, "
+            f"digest, source, schema, profile and input tags are config {CONFIG}.datasets")
+NO_REGISTRY = "a W&B registry link needs the W&B server (link_artifact raises in offline mode)"
+
+# entity kind -> field (or case) -> (how, why): what happens on the way into a W&B run folder.
+# `history` names each metric point's case and `tag_fates` each tag's; the report counts them here.
+WANDB_FIELDS: dict[str, dict[str, tuple[How, str]]] = {
+    "experiment": {
+        "name": ("carried", "an experiment (a DVC repository) becomes the W&B project of that name"),
+        "renamed": ("transformed", f"renamed: W&B project names cannot hold / \\ # ? % : (each becomes '-') nor "
+                                   f"more than {MAX_PROJECT_LENGTH} characters"),
+        "tags": ("not_carried", "experiment tags: W&B projects have no tags the SDK can write"),
+    },
+    "run": {"id": ("transformed", RUN_ID), "lifecycle_stage": ("not_carried", DELETED)},
+    "run_detail": {
+        "name": ("carried", "as the display name; a run without a name shows its W&B run id"),
+        "user": ("carried", "as the W&B username"),
+        "git_commit": ("carried", "commit and remote URL in the W&B run's git record"),
+        "times": ("transformed", TIMES),
+        "status": ("transformed", STATUS_HOW),
+        "group": ("transformed", "a parent run and its descendants share the W&B group of the top parent's id"),
+        "job_type": ("transformed", "a DVC stage execution's job type is its stage name, an experiment's "
+                                    "'experiment'; MLflow runs have none"),
+        "host": ("not_carried", "host and environment: the W&B run's describe the process that wrote the folder"),
+    },
+    "param": {
+        "value": ("carried", "as a config value, the text in full (W&B has no 6,000-character limit)"),
+        "reserved": ("not_carried", f"a config key W&B or braid keeps for itself (_wandb, {CONFIG}, {CONFIG}.*)"),
+    },
+    "metric_point": {
+        "value": ("carried", "a history row at the original step with the original _timestamp; NaN and ±inf as "
+                             "they are"),
+        "timestamp": ("transformed", "a W&B history row has one _timestamp: this point shares its step with a "
+                                     "later one and takes that point's timestamp"),
+        "same_step": ("not_carried", "another value of this metric at the same step: a W&B history row holds one "
+                                     "value per key (the last logged is kept)"),
+        "negative_step": ("not_carried", "a negative step: W&B history steps start at 0 (the SDK drops the row)"),
+        "reserved": ("not_carried", f"a history key W&B writes itself ({', '.join(RESERVED_METRIC_KEYS)})"),
+    },
+    "tag": {
+        "label": ("carried", "a tag without a value becomes a W&B tag"),
+        "config": ("transformed", TAG_IN_CONFIG),
+        "field": ("transformed", TAG_AS_FIELD),
+    },
+    "parent_link": {"parent": ("transformed", PARENT_LINK),
+                    "outside": ("not_carried", f"{PARENT_NOT_MIGRATED} (its source id is config "
+                                               f"{CONFIG}.source_parent_id)")},
+    "dataset_input": {"dataset": ("transformed", DATASETS)},
+    "dataset_output": {"dataset": ("not_carried", "a dataset a run wrote is a W&B artifact, and artifact bytes "
+                                                  "are not copied by this version of braid migrate")},
+    "other_input": {"file": ("not_carried", "a model or file a run read: offline W&B runs cannot record inputs")},
+    "artifact": {"bytes": ("not_carried", "artifact bytes are not copied by this version of braid migrate")},
+    "registered_model": {"name": ("not_carried", NO_REGISTRY)},
+    "model_version": {"version": ("not_carried", NO_REGISTRY)},
+    "alias": {"alias": ("not_carried", NO_REGISTRY)},
+    "logged_model": {"model": ("not_carried", "MLflow 3 LoggedModels have no W&B counterpart the SDK writes "
+                                              "offline")},
+}
+# the metric point cases that are written
+WRITTEN = ("value", "timestamp")
+
+
+# -- the target ---------------------------------------------------------------------------------
+
+def wandb_folder(spec: SourceSpec) -> Path:
+    """Where the run folders go: the target's `path`. A target without one (entity/project on
+    a W&B server) is refused: braid writes folders for `wandb sync`, not through the W&B API."""
+    folder = spec.path("path")
+    if folder is None:
+        raise MigrationUsageError(
+            f"the W&B target {spec.name!r} has no `path`: braid migrate writes W&B run folders for `wandb sync`; "
+            "it cannot write runs through the W&B API",
+            hint=f"set `path` of {spec.name!r} to a folder for the run folders, migrate, then upload them with "
+                 "`wandb sync <folder>/offline-run-*`")
+    if folder.exists() and not folder.is_dir():
+        raise MigrationUsageError(f"{folder}: not a folder (the `path` of the W&B target {spec.name!r})")
+    return folder
+
+
+def wandb_run_id(source: str, run_uuid: str) -> str:
+    """The W&B run id of a source run: the same for every migration of that run.
+
+    >>> wandb_run_id("old", "0123abcd")
+    'b7d8440734da7710be05'
+    """
+    return hashlib.blake2b(f"{source}\x00{run_uuid}".encode(), digest_size=10).hexdigest()
+
+
+def project_name(experiment: str | None) -> str:
+    """The W&B project an experiment becomes.
+
+    >>> project_name("team/churn: v2")
+    'team-churn- v2'
+    """
+    return PROJECT_FORBIDDEN.sub("-", experiment or "")[:MAX_PROJECT_LENGTH] or DEFAULT_PROJECT
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+# -- the mapping, as frames ---------------------------------------------------------------------
+
+def history(metrics: pl.DataFrame) -> pl.DataFrame:
+    """Every source point with its case in W&B history (`fate`, a field of
+    WANDB_FIELDS["metric_point"]) and, for the points written, the `row_timestamp` (ms) of their
+    step's row: the latest of the step's written points.
+
+    >>> m = pl.DataFrame({"run_uuid": ["r"] * 4, "key": ["a", "a", "b", "a"], "step": [1, 1, 1, -1],
+    ...                   "timestamp": [10, 30, 20, 5], "value": [1.0, 2.0, 3.0, 4.0]})
+    >>> for row in history(m).select("key", "step", "value", "row_timestamp", "fate").rows():
+    ...     print(row)
+    ('a', -1, 4.0, None, 'negative_step')
+    ('a', 1, 1.0, None, 'same_step')
+    ('a', 1, 2.0, 30, 'value')
+    ('b', 1, 3.0, 30, 'timestamp')
+    """
+    group = ("run_uuid", "key", "step")
+    reserved = pl.col("key").is_in(RESERVED_METRIC_KEYS)
+    negative = pl.col("step") < 0
+    points = metrics.select("run_uuid", "key", "step", "timestamp", "value").with_row_index("_n") \
+        .sort("run_uuid", "key", "step", "timestamp", "_n") \
+        .with_columns(_last=pl.int_range(pl.len()).over(group) == pl.len().over(group) - 1)
+    kept = ~reserved & ~negative & pl.col("_last")
+    points = points.with_columns(row_timestamp=pl.col("timestamp").filter(kept).max().over("run_uuid", "step"))
+    fate = (pl.when(reserved).then(pl.lit("reserved")).when(negative).then(pl.lit("negative_step"))
+            .when(~pl.col("_last")).then(pl.lit("same_step"))
+            .when(pl.col("timestamp") != pl.col("row_timestamp")).then(pl.lit("timestamp"))
+            .otherwise(pl.lit("value")))
+    return points.with_columns(row_timestamp=pl.when(kept).then("row_timestamp"), fate=fate).drop("_n", "_last")
+
+
+def tag_fates(tags: pl.DataFrame) -> pl.DataFrame:
+    """Every tag with where it goes (`to`): a W&B field (TAG_FIELDS), a W&B tag ("label"), or
+    config braid.tags ("config")."""
+    label = (pl.col("value").fill_null("") == "") & pl.col("key").str.len_chars().is_between(1, MAX_TAG_LENGTH)
+    return tags.with_columns(to=pl.when(pl.col("key").is_in(list(TAG_FIELDS)))
+                             .then(pl.col("key").replace_strict(TAG_FIELDS, default=None))
+                             .when(label).then(pl.lit("label")).otherwise(pl.lit("config")))
+
+
+def reserved_param(key: pl.Expr) -> pl.Expr:
+    return key.is_in([*RESERVED_PARAM_KEYS, CONFIG]) | key.str.starts_with(f"{CONFIG}.")
+
+
+def source_tags(plan: Plan, tool: str) -> pl.DataFrame:
+    """The source's own tags: for W&B and DVC sources, not those `_sources.to_raw` made from run fields."""
+    tags = plan.frame("tags")
+    if tool != "mlflow":
+        tags = tags.filter(~pl.col("key").is_in([*SYSTEM_TAGS, SOURCE_STATUS_TAG]))
+    return tags
+
+
+def families(plan: Plan) -> tuple[dict[str, str], dict[str, str]]:
+    """(run -> its parent among the planned runs, run -> the top parent of its family), for the
+    runs that have a parent or a child in the plan."""
+    planned = set(plan.run_ids)
+    links = plan.frame("tags").filter(pl.col("key") == PARENT)
+    parent = {c: p for c, p in links.select("run_uuid", "value").iter_rows() if p in planned and c != p}
+    top: dict[str, str] = {}
+    for run in plan.run_ids:
+        seen, node = {run}, run
+        while node in parent and parent[node] not in seen:
+            node = parent[node]
+            seen.add(node)
+        if node != run:
+            top[run] = top[node] = node
+    return parent, top
+
+
+def job_types(plan: Plan, tool: str) -> dict[str, str]:
+    """DVC: each run's stage name, or 'experiment'; other sources have no job type."""
+    if tool != "dvc":
+        return {}
+    prefix = f"{plan.source}:run/"
+    nodes = plan.read.graph["nodes"].filter(pl.col("kind") == "run").select(
+        run=pl.col("id").str.strip_prefix(prefix),
+        job=pl.coalesce(pl.col("attrs").str.json_path_match("$.stage"),
+                        pl.col("attrs").str.json_path_match("$.kind")))
+    return {r: j for r, j in nodes.iter_rows() if j}
+
+
+# -- the expected report ------------------------------------------------------------------------
+
+def _count(kinds: dict[str, KindReport], kind: str, case: str, n: int, *, why: str | None = None) -> None:
+    """Count `n` entities of `kind` under a declared case: carried, transformed or not carried
+    as WANDB_FIELDS says, under its text (or `why`, a more precise one)."""
+    if not n:
+        return
+    how, text = WANDB_FIELDS[kind][case]
+    report = kinds.setdefault(kind, KindReport())
+    if how == "carried":
+        report.carried += n
+    elif how == "transformed":
+        report.transformed[why or text] += n
+    else:
+        report.not_carried[why or text] += n
+
+
+def expected_wandb_report(plan: Plan, tool: str, *, dry_run: bool) -> Report:
+    """The report a migration into W&B run folders leads to, counted from the plan through the
+    declaration (`WANDB_FIELDS`) before anything is written."""
+    raw = plan.read.raw
+    kinds = {kind: KindReport() for kind in WANDB_FIELDS}
+    names = raw["experiments"].filter(pl.col("experiment_id").is_in(plan.experiment_ids))["name"].to_list()
+    renamed = sum(project_name(n) != n for n in names)
+    _count(kinds, "experiment", "name", len(names) - renamed)
+    _count(kinds, "experiment", "renamed", renamed)
+    if tool == "mlflow":
+        _count(kinds, "experiment", "tags",
+               raw["experiment_tags"].filter(pl.col("experiment_id").is_in(plan.experiment_ids)).height)
+
+    runs = raw["runs"].filter(pl.col("run_uuid").is_in(plan.run_ids))
+    _count(kinds, "run", "id", runs.height)
+    for why in plan.skipped_runs.values():
+        _count(kinds, "run", "lifecycle_stage", 1, why=why)
+    _count(kinds, "run_detail", "name", runs.height)  # with the user and the git record
+    _count(kinds, "run_detail", "times", runs.height)
+    original = dict(plan.frame("tags").filter(pl.col("key") == SOURCE_STATUS_TAG)
+                    .select("run_uuid", "value").iter_rows())
+    for run, status in runs.select("run_uuid", "status").iter_rows():
+        was = original.get(run) or (None if status in EXACT_STATUS else status)
+        if was is not None:
+            wandb_status = WANDB_STATUS.get(status, "crashed")
+            _count(kinds, "run_detail", "status", 1, why=f"status {was!r} -> {wandb_status} (exit code "
+                   f"{EXIT_CODES[wandb_status]}), the original in config {CONFIG}.source_status")
+    parent, top = families(plan)
+    _count(kinds, "run_detail", "group", len(top))
+    jobs = job_types(plan, tool)
+    _count(kinds, "run_detail", "job_type", sum(r in jobs for r in plan.run_ids))
+
+    params = plan.frame("params")
+    reserved = int(params.select(reserved_param(pl.col("key")).sum()).item())
+    _count(kinds, "param", "value", params.height - reserved)
+    _count(kinds, "param", "reserved", reserved)
+    for fate, n in history(plan.frame("metrics"))["fate"].value_counts().iter_rows():
+        _count(kinds, "metric_point", fate, n)
+    for to, n in tag_fates(source_tags(plan, tool)).filter(pl.col("key") != PARENT)["to"].value_counts().iter_rows():
+        _count(kinds, "tag", to if to in ("label", "config") else "field", n)
+    links = plan.frame("tags").filter(pl.col("key") == PARENT).height
+    _count(kinds, "parent_link", "parent", len(parent))
+    _count(kinds, "parent_link", "outside", links - len(parent))
+    _count(kinds, "dataset_input", "dataset", plan.frame("dataset_inputs").height)
+    if tool == "mlflow":
+        _mlflow_only(plan, kinds)
+    else:
+        _source_only(plan, tool, kinds)
+    return Report(plan.source, plan.target, dry_run, kinds)
+
+
+def _mlflow_only(plan: Plan, kinds: dict[str, KindReport]) -> None:
+    """What an MLflow store holds beyond runs: none of it reaches an offline W&B folder."""
+    raw = plan.read.raw
+    versions = raw["model_versions"].filter(pl.col("current_stage").fill_null("") != "Deleted_Internal")
+    artifacts = raw["artifacts"].filter((pl.col("owner_kind") != "run") | pl.col("owner").is_in(plan.run_ids))
+    models = raw["logged_models"].filter(pl.col("lifecycle_stage").fill_null("active") != "deleted")
+    for kind, case, n in (("registered_model", "name", raw["registered_models"].height),
+                          ("model_version", "version", versions.height), ("alias", "alias", raw["aliases"].height),
+                          ("artifact", "bytes", artifacts.height), ("logged_model", "model", models.height)):
+        _count(kinds, kind, case, n)
+
+
+def _source_only(plan: Plan, tool: str, kinds: dict[str, KindReport]) -> None:
+    """What a W&B or DVC source's tables hold that its MLflow shape (`_sources.to_raw`) or an
+    offline W&B folder cannot: keys MLflow refuses, outputs, other inputs, registry, host."""
+    g = plan.read.graph
+    planned = [f"{plan.source}:run/{r}" for r in plan.run_ids]
+    shaped = {"params": plan.frame("params"), "metrics": plan.frame("metrics"), "tags": source_tags(plan, tool)}
+    for kind, table, column in (("param", "params", "run_id"), ("metric_point", "metrics", "run_id"),
+                                ("tag", "tags", "node_id")):
+        if table not in g:
+            continue
+        mine = g[table].filter(pl.col(column).is_in(planned) & ~(
+            pl.col("key").is_in(SYSTEM_TAGS) if table == "tags" else pl.lit(False)))
+        dropped = mine.height - shaped[table].height
+        if dropped > 0:
+            report = kinds[kind]
+            report.not_carried[f"{INVALID_KEY}: braid shapes the source as MLflow runs first"] += dropped
+        if table == "metrics":
+            for why, n in ((NO_STEP, int(mine["step"].is_null().sum())),
+                           (NO_TIME, int(mine["timestamp"].is_null().sum()))):
+                if n:
+                    kinds["metric_point"].transformed[why] = n
+    runs = g["runs"].filter(pl.col("id").is_in(planned))
+    _count(kinds, "run_detail", "host", int(runs["host"].is_not_null().sum()) if "host" in runs.columns else 0)
+    edges = g.get("edges", pl.DataFrame(schema={"src": pl.String, "dst": pl.String, "kind": pl.String}))
+    kind_of = dict(g["nodes"].select("id", "kind").iter_rows())
+    ins = edges.filter((pl.col("kind") == "input") & pl.col("dst").is_in(planned))["src"].to_list()
+    outs = Counter(kind_of.get(d) for d in edges.filter((pl.col("kind") == "output")
+                                                        & pl.col("src").is_in(planned))["dst"].to_list())
+    for kind, case, n in (("other_input", "file", sum(kind_of.get(s) != "dataset" for s in ins)),
+                          ("dataset_output", "dataset", outs["dataset"]),
+                          ("artifact", "bytes", outs["artifact"] + outs["model"]),
+                          ("model_version", "version", g["registry"].height if "registry" in g else 0)):
+        _count(kinds, kind, case, n)
+
+
+# -- the writer ---------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def offline_sdk() -> Iterator[Any]:
+    """The wandb SDK, offline and silent, with no WANDB_* variable of the caller's shell in play
+    (WANDB_RUN_ID, WANDB_TAGS, WANDB_ENTITY... would change what is written); stdout kept for the
+    report. Restored afterwards."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DISABLE_CODE="true")
+    import wandb
+
+    fresh = wandb.run is None
+    try:
+        if fresh:
+            wandb.teardown()  # a service started before reads the old environment
+        with contextlib.redirect_stdout(sys.stderr):
+            yield wandb
+    finally:
+        if fresh and wandb.run is None:
+            wandb.teardown()
+        for key in [k for k in os.environ if k.startswith("WANDB_")]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+def finished_log(log: Path, *, timeout: float = FLUSH_TIMEOUT) -> Segment:
+    """A run's transaction log once wandb-core has written all of it. `run.finish()` returns
+    before wandb-core has flushed and closed the file (a 7-byte log right after it was seen), so
+    wait until no process holds it open and it ends with the exit record."""
+    deadline, delay = time.monotonic() + timeout, 0.005
+    while True:
+        held, _ = open_files([str(log)])
+        if not held:
+            seg = read_segment(log)
+            if seg.has_exit:
+                return seg
+        if time.monotonic() > deadline:
+            raise OSError(f"{log}: wandb-core did not finish writing the run in {timeout:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+class WandbWriter:
+    """Writes the planned runs as W&B offline run folders into one folder."""
+
+    def __init__(self, spec: SourceSpec, plan: Plan, tool: str) -> None:
+        self.spec, self.plan, self.tool = spec, plan, tool
+        self.folder = wandb_folder(spec)
+        self.entity = spec.options.get("entity")
+        self.created: Counter[str] = Counter()
+        self.reused: Counter[str] = Counter()
+
+    def staging(self, wid: str) -> Path:
+        return self.folder / STAGING / wid
+
+    def finished_folder(self, wid: str) -> Path | None:
+        """A complete run folder of `wid` in the target (only complete ones are renamed in)."""
+        for folder in sorted(self.folder.glob(f"offline-run-*-{wid}")):
+            if (folder / f"run-{wid}.wandb").is_file():
+                return folder
+        return None
+
+    def native_id(self, project: str, wid: str) -> str:
+        return f"{self.entity or 'offline'}/{project}/{wid}"
+
+    def runs(self, idmap: IdMap, progress: Progress = no_progress) -> None:
+        plan, raw = self.plan, self.plan.read.raw
+        self.folder.mkdir(parents=True, exist_ok=True)
+        experiments = dict(raw["experiments"].select("experiment_id", "name").iter_rows())
+        for experiment in plan.experiment_ids:
+            if idmap.get("experiments", experiment) is None:
+                idmap.set("experiments", experiment, project_name(experiments.get(experiment)))
+                self.created["projects"] += 1
+            else:
+                self.reused["projects"] += 1
+        idmap.save()
+        by_run = {name: {k[0]: v for k, v in frame.partition_by("run_uuid", as_dict=True).items()}
+                  for name, frame in (("params", plan.frame("params")), ("tags", plan.frame("tags")),
+                                      ("metrics", history(plan.frame("metrics"))),
+                                      ("dataset_inputs", plan.frame("dataset_inputs")))}
+        info = {r["run_uuid"]: r for r in raw["runs"].filter(pl.col("run_uuid").is_in(plan.run_ids))
+                .iter_rows(named=True)}
+        parent, top = families(plan)
+        jobs = job_types(plan, self.tool)
+        with offline_sdk() as wandb:
+            for n, run_uuid in enumerate(plan.run_ids):
+                wid = wandb_run_id(plan.source, run_uuid)
+                project = str(idmap.get("experiments", info[run_uuid]["experiment_id"]))
+                if idmap.run_done(run_uuid):
+                    self.reused["runs"] += 1
+                elif self.finished_folder(wid) is not None:
+                    # renamed in by a migration killed before it could update the map
+                    idmap.set_run(run_uuid, self.native_id(project, wid), done=True)
+                    idmap.save()
+                    self.reused["runs (found finished in the target folder)"] += 1
+                else:
+                    parts = {name: frames.get(run_uuid) for name, frames in by_run.items()}
+                    self._run(wandb, info[run_uuid], project, wid, parts, parent, top, jobs)
+                    idmap.set_run(run_uuid, self.native_id(project, wid), done=True)
+                    idmap.save()
+                    self.created["runs"] += 1
+                progress("runs", n + 1, len(plan.run_ids))
+        with contextlib.suppress(OSError):  # empty staging folders: nothing was left half-written
+            (self.folder / STAGING).rmdir()
+            (self.folder / STAGING.parent).rmdir()
+
+    def _run(self, wandb: Any, info: dict[str, Any], project: str, wid: str, parts: dict[str, pl.DataFrame | None],
+             parent: dict[str, str], top: dict[str, str], jobs: dict[str, str]) -> None:
+        run_uuid, source = info["run_uuid"], self.plan.source
+        tags = tag_fates(parts["tags"] if parts["tags"] is not None
+                         else pl.DataFrame(schema={"key": pl.String, "value": pl.String}))
+        fields = {to: value for to, value in tags.filter(~pl.col("to").is_in(["label", "config"]))
+                  .select("to", "value").iter_rows()}
+        status = WANDB_STATUS.get(info["status"], "crashed")
+        original = fields.get("status") or (None if info["status"] in EXACT_STATUS else info["status"])
+        mine: dict[str, Any] = {
+            "source": source, "source_id": run_uuid, "started_at": _iso(info["start_time"]),
+            "ended_at": _iso(info["end_time"]), "source_status": original, "git_branch": fields.get("git_branch"),
+            "parent_id": wandb_run_id(source, parent[run_uuid]) if run_uuid in parent else None,
+            "source_parent_id": fields.get("parent") if fields.get("parent") and run_uuid not in parent else None,
+            "tags": dict(tags.filter(pl.col("to") == "config").select("key", "value").iter_rows()) or None,
+            "datasets": [{k: v for k, v in d.items() if k != "run_uuid" and v is not None}
+                         for d in parts["dataset_inputs"].iter_rows(named=True)]
+            if parts["dataset_inputs"] is not None else None,
+        }
+        config: dict[str, Any] = {}
+        if parts["params"] is not None:
+            config = dict(parts["params"].filter(~reserved_param(pl.col("key"))).select("key", "value").iter_rows())
+        config[CONFIG] = {k: v for k, v in mine.items() if v is not None}
+        user = fields.get("user") or info["user_id"] or ""
+        init = dict(
+            mode="offline", project=project, entity=self.entity, id=wid,
+            name=info["name"] or fields.get("name") or None, notes=fields.get("notes") or None,
+            tags=tags.filter(pl.col("to") == "label")["key"].to_list(), config=config,
+            group=wandb_run_id(source, top[run_uuid]) if run_uuid in top else None,
+            job_type=jobs.get(run_uuid), reinit="create_new",
+            settings=wandb.Settings(
+                username=user, email="", host="", git_commit=fields.get("git_commit"),
+                git_remote_url=fields.get("git_remote"), disable_git=True, console="off", save_code=False,
+                disable_code=True, disable_job_creation=True, x_disable_stats=True, x_save_requirements=False,
+                silent=True))
+        rows = None
+        if parts["metrics"] is not None:
+            rows = parts["metrics"].filter(pl.col("fate").is_in(WRITTEN)).sort("step", "key") \
+                .group_by("step", maintain_order=True).agg("key", "value", pl.col("row_timestamp").first())
+        stage = self.staging(wid)
+        for _ in range(ENVIRONMENT_ATTEMPTS):
+            folder = self._write(wandb, stage, init, rows, EXIT_CODES[status])
+            # wandb-core writes the environment record (which holds the username) on its own
+            # schedule and can close a short run without it (about 1 run in 50): write it again;
+            # after the last attempt the read-back check reports the missing user
+            if finished_log(folder / f"run-{wid}.wandb").environment.get("username", "") == user:
+                break
+        os.replace(folder, self.folder / folder.name)  # complete: only now does the target hold it
+        shutil.rmtree(stage, ignore_errors=True)
+
+    @staticmethod
+    def _write(wandb: Any, stage: Path, init: dict[str, Any], rows: pl.DataFrame | None, exit_code: int) -> Path:
+        """One run written by the SDK into an empty staging folder; returns its run folder."""
+        shutil.rmtree(stage, ignore_errors=True)  # what a killed or earlier attempt left of this run
+        stage.mkdir(parents=True)
+        run = None
+        try:
+            run = wandb.init(dir=str(stage), **init)
+            for step, keys, values, when in rows.iter_rows() if rows is not None else ():
+                row = dict(zip(keys, values, strict=True))
+                row["_timestamp"] = when / 1000
+                run.log(row, step=step)
+            run.finish(exit_code=exit_code)
+        except BaseException:
+            if run is not None:
+                with contextlib.suppress(Exception):
+                    run.finish(exit_code=EXIT_CODES["failed"])
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        written = sorted((stage / "wandb").glob(f"offline-run-*-{init['id']}"))
+        if not written:
+            raise OSError(f"{stage}: the wandb SDK wrote no offline-run-*-{init['id']} folder")
+        return written[-1]
+
+    def read_back(self) -> dict[str, pl.DataFrame]:
+        """The target folder as braid's W&B reader sees it (the folder only, never a server)."""
+        from braid.connectors.wandb import read_source
+
+        options = {"path": str(self.folder), **({"entity": self.entity} if self.entity else {})}
+        spec = SourceSpec(self.spec.name, "wandb", options, base_dir=self.spec.base_dir)
+        return read_source(spec, previous=None, progress=no_progress).tables
+
+
+# -- verification -------------------------------------------------------------------------------
+
+def verify_wandb(plan: Plan, tool: str, target: dict[str, pl.DataFrame]) -> dict[str, dict[str, Any]]:
+    """Compare the source (the planned runs, mapped through the declaration) with the target
+    folder read back by braid's W&B reader; target runs are matched by config braid.source_id."""
+    src, g = plan.source, plan.read.graph
+    params_t = target.get("params", pl.DataFrame(schema={"run_id": pl.String, "key": pl.String, "value": pl.String}))
+    ours = params_t.filter((pl.col("key") == f"{CONFIG}.source") & (pl.col("value") == src))["run_id"]
+    ids = params_t.filter((pl.col("key") == f"{CONFIG}.source_id") & pl.col("run_id").is_in(ours.implode()))
+    to_source = {t: f"{src}:run/{s}" for t, s in ids.select("run_id", "value").iter_rows()}
+    wids = {r: wandb_run_id(src, r) for r in plan.run_ids}
+    planned = [f"{src}:run/{r}" for r in plan.run_ids]
+
+    def theirs(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+        return frame.filter(pl.col(column).is_in(list(to_source))).with_columns(
+            pl.col(column).replace_strict(to_source))
+
+    def node(column: str = "run_uuid") -> pl.Expr:
+        return pl.lit(f"{src}:run/") + pl.col(column)
+
+    params = theirs(params_t, "run_id")
+    own = params.filter(reserved_param(pl.col("key")))
+
+    def own_value(name: str) -> pl.DataFrame:
+        return own.filter(pl.col("key") == f"{CONFIG}.{name}").select(id="run_id", value="value")
+
+    out: dict[str, dict[str, Any]] = {}
+    # runs: the source's normalised runs, with the W&B fields the declaration gives them
+    experiments = {e: project_name(n)
+                   for e, n in plan.read.raw["experiments"].select("experiment_id", "name").iter_rows()}
+    parent, top = families(plan)
+    mapped = plan.read.raw["runs"].filter(pl.col("run_uuid").is_in(plan.run_ids)).select(
+        id=node(), status=pl.col("status").replace_strict(WANDB_STATUS, default="crashed"),
+        project=pl.col("experiment_id").replace_strict(experiments, default=None),
+        group=pl.col("run_uuid").replace_strict({r: wids[t] for r, t in top.items()}, default=None),
+        job_type=pl.col("run_uuid").replace_strict(job_types(plan, tool), default=None),
+        wid=pl.col("run_uuid").replace_strict(wids))
+    columns = ("id", "project", "name", "status", "started_at", "ended_at", "user", "git_commit", "git_remote",
+               "group", "job_type")
+    expected_runs = g["runs"].filter(pl.col("id").is_in(planned)).drop("project", "status").join(
+        mapped, on="id", how="left").with_columns(
+        name=pl.coalesce(pl.col("name").replace("", None), "wid"), user=pl.col("user").replace("", None),
+        started_at=pl.col("started_at").dt.truncate("1ms"), ended_at=pl.col("ended_at").dt.truncate("1ms"),
+        git_commit=pl.col("git_commit").str.to_lowercase())
+    env = pl.col("environment").fill_null("{}")
+    actual_runs = theirs(target["runs"], "id").drop("started_at", "ended_at").join(
+        own_value("started_at").rename({"value": "started_at"}), on="id", how="left").join(
+        own_value("ended_at").rename({"value": "ended_at"}), on="id", how="left").with_columns(
+        pl.col("started_at", "ended_at").str.to_datetime(time_zone="UTC", time_unit="us"),
+        group=env.str.json_path_match("$.group"), job_type=env.str.json_path_match("$.job_type"))
+    out["run"] = _compare(expected_runs.select(columns), actual_runs.select(columns))
+    # a folder written twice reads back as one run resumed: its segments say so
+    runs_n = theirs(target["nodes"].filter(pl.col("kind") == "run"), "id")
+    twice = runs_n.filter(pl.col("attrs").str.json_path_match("$.resumed") == "true")["id"].to_list()
+    out["run"]["unexpected"] += len(twice)
+    out["run"]["examples"] += [{"unexpected": {"run folder written twice": r}} for r in twice[:EXAMPLES]]
+
+    out["param"] = _compare(
+        plan.frame("params").filter(~reserved_param(pl.col("key"))).select(run_id=node(), key="key", value="value"),
+        params.filter(~reserved_param(pl.col("key"))).select("run_id", "key", "value"))
+
+    points = history(plan.frame("metrics")).filter(pl.col("fate").is_in(WRITTEN))
+    metrics_t = target.get("metrics", pl.DataFrame(schema={"run_id": pl.String, "key": pl.String, "step": pl.Int64,
+                                                           "timestamp": pl.Datetime("us", "UTC"), "value": pl.Float64}))
+    out["metric_point"] = _compare(
+        points.select(run_id=node(), key="key", step="step",
+                      timestamp=pl.from_epoch("row_timestamp", time_unit="ms").dt.replace_time_zone("UTC")
+                      .cast(pl.Datetime("us", "UTC")), value="value"),
+        theirs(metrics_t, "run_id").select("run_id", "key", "step", "timestamp", "value"))
+
+    # tags: W&B tags, config braid.tags.<key> and the notes, against the source's own tags
+    tags = tag_fates(source_tags(plan, tool)).filter(pl.col("to").is_in(["label", "config", "notes"]))
+    tags_t = target.get("tags", pl.DataFrame(schema={"node_id": pl.String, "key": pl.String, "value": pl.String}))
+    prefix = f"{CONFIG}.tags."
+    out["tag"] = _compare(
+        tags.select(node_id=node(), key="key",
+                    value=pl.when(pl.col("to") == "label").then(pl.lit("")).otherwise("value")),
+        pl.concat([
+            theirs(tags_t, "node_id").select("node_id", "key", "value"),
+            own.filter(pl.col("key").str.starts_with(prefix)).select(
+                node_id="run_id", key=pl.col("key").str.strip_prefix(prefix), value="value"),
+            theirs(target["runs"], "id").select(node_id="id", key=pl.lit(NOTE),
+                                                value=env.str.json_path_match("$.notes")).drop_nulls()]))
+
+    by_wid = {w: f"{src}:run/{r}" for r, w in wids.items()}
+    out["parent_link"] = _compare(
+        pl.DataFrame([(f"{src}:run/{p}", f"{src}:run/{c}") for c, p in parent.items()],
+                     schema={"src": pl.String, "dst": pl.String}, orient="row"),
+        own_value("parent_id").select(src=pl.col("value").replace_strict(by_wid, default=pl.col("value")), dst="id"))
+
+    def dataset(d: dict[str, Any]) -> str:
+        return json.dumps({k: v for k, v in d.items() if k != "run_uuid" and v is not None}, sort_keys=True)
+
+    schema = {"run": pl.String, "dataset": pl.String}
+    expected_inputs = [(f"{src}:run/{d['run_uuid']}", dataset(d))
+                       for d in plan.frame("dataset_inputs").iter_rows(named=True)]
+    actual_inputs = [(r, dataset(d)) for r, text in own_value("datasets").iter_rows() for d in json.loads(text)]
+    out["dataset_input"] = _compare(pl.DataFrame(expected_inputs, schema=schema, orient="row"),
+                                    pl.DataFrame(actual_inputs, schema=schema, orient="row"))
+    return out
