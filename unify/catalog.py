@@ -10,11 +10,11 @@ shape: (3, 18)
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from .traversal import StopAt
 
 MAX_SUGGESTIONS = 3
+MAX_DERIVED = 64
+"""Values derived from a generation that a catalog keeps (oldest dropped first)."""
+
+T = TypeVar("T")
 
 
 def open_catalog(path: str | Path) -> Catalog:
@@ -46,6 +50,7 @@ class Catalog:
         self.path = path.resolve()
         self.manifest: Manifest = read_manifest(self.path)
         self._tables: dict[str, pl.DataFrame] = {}
+        self._derived: dict[Hashable, Any] = {}
 
     @property
     def generation(self) -> int:
@@ -96,6 +101,28 @@ class Catalog:
         from .index import GraphIndex
 
         return GraphIndex.build(self.nodes, self.edges)
+
+    @property
+    def has_index(self) -> bool:
+        """Whether the index is built already (building it takes about a second per million edges)."""
+        return "index" in self.__dict__
+
+    def has_derived(self, key: Hashable) -> bool:
+        """Whether `derived(key, ...)` would return a kept value."""
+        return key in self._derived
+
+    def derived(self, key: Hashable, make: Callable[[], T]) -> T:
+        """`make()`, computed once per `key` and kept: a generation never changes, so neither does
+        anything computed from its tables (the query executor keeps integer join keys and
+        top-1-per-group tables here). At most MAX_DERIVED values are kept, the oldest dropped.
+        """
+        if key in self._derived:
+            return self._derived[key]  # type: ignore[no-any-return]
+        value = make()
+        while len(self._derived) >= MAX_DERIVED:
+            del self._derived[next(iter(self._derived))]
+        self._derived[key] = value
+        return value
 
     # -- nodes ----------------------------------------------------------------------------
     def resolve(self, node: str) -> str:

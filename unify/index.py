@@ -125,11 +125,7 @@ class Csr:
         return self.edge[self.indptr[node] : self.indptr[node + 1]]
 
     def gather(self, frontier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """All (neighbour, edge) entries of a set of nodes at once, in frontier order.
-
-        The repeat/cumsum trick: one `arange` over the total count, shifted per node to the
-        start of its CSR slice.
-        """
+        """All (neighbour, edge) entries of a set of nodes at once, in frontier order."""
         starts = self.indptr[frontier]
         counts = self.indptr[frontier + 1] - starts
         total = int(counts.sum())
@@ -138,9 +134,25 @@ class Csr:
         if frontier.size == 1:
             start = int(starts[0])
             return self.nbr[start : start + total], self.edge[start : start + total]
-        shift = starts - (np.cumsum(counts) - counts)
-        pos = np.arange(total, dtype=np.int64) + np.repeat(shift, counts)
+        pos, _ = self.positions(frontier)
         return self.nbr[pos], self.edge[pos]
+
+    def positions(self, frontier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The entry positions of a set of nodes, in frontier order, and each node's count.
+
+        The repeat/cumsum trick: one `arange` over the total count, shifted per node to the
+        start of its CSR slice.
+
+        >>> csr = Csr.from_pairs(np.array([0, 0, 2]), np.array([1, 2, 0]), np.array([5, 6, 7]), 3)
+        >>> pos, counts = csr.positions(np.array([2, 0]))
+        >>> pos.tolist(), counts.tolist()
+        ([2, 0, 1], [1, 2])
+        """
+        starts = self.indptr[frontier]
+        counts = self.indptr[frontier + 1] - starts
+        total = int(counts.sum())
+        shift = starts - (np.cumsum(counts) - counts)
+        return np.arange(total, dtype=np.int64) + np.repeat(shift, counts), counts
 
 
 def _bits(count: int) -> int:

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from .index import Csr, GraphIndex
 
-__all__ = ["Reach", "downstream", "each", "paths", "reach", "reach_many", "upstream"]
+__all__ = ["Reach", "downstream", "each", "paths", "reach", "reach_many", "search", "upstream"]
 
 Direction = Literal["upstream", "downstream"]
 StopAt = Callable[[pl.DataFrame], pl.Series] | pl.Expr
@@ -61,10 +61,12 @@ _MASK_SHARE = 32
 # Results of more rows than this, from an index whose ids are not in order, are ordered with
 # the index's id ranks (computed once) rather than by a string sort of their own.
 _RANK_ROWS = 20_000
-# reach_many walks its starts in batches of at most this many, with one visited flag per
-# (start, node) pair: a batch's flags take at most _BATCH_KEYS bytes.
-_BATCH = 64
-_BATCH_KEYS = 1 << 26
+# reach_many walks up to _BATCH starts as one search: one bit per start, in 64-bit words, so a
+# node reached by many starts of a batch is gathered and deduplicated once per level, not once
+# per start. A batch's seen-bits array (nodes x words) takes at most _BATCH_BYTES of address
+# space; only the pages of reached nodes are ever touched.
+_BATCH = 4096
+_BATCH_BYTES = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -92,49 +94,31 @@ class Reach:
 
 @dataclass
 class _Search:
-    """The state of a breadth-first search: what is visited, what exists, what stops.
-
-    A batch of searches (`reach_many`) runs as one over keys `slot * n_nodes + node`, a slot
-    per start, with one flat visited array: every step below then serves each start as its
-    own search would. For a single search (`batched` false) a key is just the node.
-    """
+    """The state of one breadth-first search: what is visited, what exists, what stops."""
 
     index: GraphIndex
     stop: np.ndarray | None
     as_of: int | None
     visited: np.ndarray
-    batched: bool = False
     scratch: np.ndarray | None = None  # first entry per node, for big levels
     mark: np.ndarray | None = None  # a level's nodes, for the biggest levels
 
-    def node_of(self, key: np.ndarray) -> np.ndarray:
-        """The node of each key."""
-        return key % self.index.n_nodes if self.batched else key
-
     def gather(self, csr: Csr, frontier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The frontier's (neighbour key, edge) entries, each key in its frontier key's slot."""
-        if not self.batched:
-            return csr.gather(frontier)
-        node = frontier % self.index.n_nodes
-        counts = csr.indptr[node + 1] - csr.indptr[node]
-        nbr, edge = csr.gather(node)
-        return np.repeat(frontier - node, counts) + nbr, edge
+        """The frontier's (neighbour, edge) entries."""
+        return csr.gather(frontier)
 
     def admit(self, nbr: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The unvisited, existing neighbours once each, in id order, now visited.
 
         Where several entries reach a node, the first wins: the frontier is in id order and
-        each node's entries in edge row order, so the winner does not depend on timing. In a
-        batch, keys order by slot then node, so each slot keeps its own search's winner.
+        each node's entries in edge row order, so the winner does not depend on timing.
         """
         keep = ~self.visited[nbr]
         if self.as_of is not None:
-            keep &= self.index.node_created[self.node_of(nbr)] <= self.as_of
+            keep &= self.index.node_created[nbr] <= self.as_of
             keep &= self.index.edge_created[edge] <= self.as_of
         nbr, edge = nbr[keep], edge[keep]
-        # A batch's keys span slots x nodes: a scratch array over them would fault in a page
-        # per entry, so a batch always sorts.
-        if nbr.size > _SMALL_LEVEL and not self.batched:
+        if nbr.size > _SMALL_LEVEL:
             nbr, edge = self._unique_large(nbr, edge)
         elif nbr.size > 1:
             nbr, first = np.unique(nbr, return_index=True)
@@ -165,11 +149,11 @@ class _Search:
 
     def expandable(self, found: np.ndarray) -> np.ndarray:
         """The found nodes the search goes on from: all but `stop_at` matches."""
-        return found if self.stop is None else found[~self.stop[self.node_of(found)]]
+        return found if self.stop is None else found[~self.stop[found]]
 
     def with_same_as(self, found: np.ndarray) -> np.ndarray:
         """The found nodes that have a same_as link (most nodes have no twin)."""
-        return found[self.index.has_same_as[self.node_of(found)]]
+        return found[self.index.has_same_as[found]]
 
     def identities(self, seeds: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Everything linked to `seeds` by chains of same_as edges (not the seeds themselves)."""
@@ -242,13 +226,18 @@ def reach_many(
     stop: np.ndarray | None = None,
     as_of: int | None = None,
     same_as: bool = True,
+    report: np.ndarray | None = None,
+    vias: bool = True,
 ) -> Reach:
     """`reach` from each of the dense `starts` on its own, in batches: one search for many.
 
     Row for row what `reach(index, [s], ...)` gives for each start `s`, tagged in `start`
     with the start's position in `starts`, by start. Starts that are not nodes (-1) or did
-    not exist `as_of` reach nothing. A batch of starts is walked as one search over (start,
-    node) keys, so per-level numpy calls are shared across the batch (see `_Search`).
+    not exist `as_of` reach nothing. A batch of starts is walked as one search whose keys are
+    nodes carrying a bit per start (see `_BitSearch`): starts whose lineage overlaps share
+    the work of every level. `report` (a mask over nodes) keeps only the rows of those nodes,
+    the walk going through all; `vias=False` skips finding the edge that reached each row
+    (`via` is then -1): no sort per level.
 
     >>> import polars as pl
     >>> from braid.unify.index import GraphIndex
@@ -260,33 +249,274 @@ def reach_many(
     """
     csr = index.forward if direction == "downstream" else index.backward
     starts = np.asarray(starts, np.int64)
-    n = index.n_nodes
-    batch = max(1, min(_BATCH, starts.size, _BATCH_KEYS // max(n, 1)))
-    search = _Search(index, stop, as_of, np.zeros(batch * n, np.bool_), batched=True)
+    n = max(index.n_nodes, 1)
+    words = max(1, min(-(-min(_BATCH, max(starts.size, 1)) // 64), _BATCH_BYTES // (8 * n)))
+    batch = max(1, min(_BATCH, 64 * words))
     parts: list[Reach] = []
     for lo in range(0, starts.size, batch):
         slot = np.arange(min(batch, starts.size - lo), dtype=np.int64)
         node = starts[lo : lo + slot.size]
-        known = (node >= 0) & (node < n)
+        known = (node >= 0) & (node < index.n_nodes)
         slot, node = slot[known], node[known]
         if as_of is not None:
             alive = index.node_created[node] <= as_of
             slot, node = slot[alive], node[alive]
-        levels = search.walk(csr, slot * n + node, depth=depth, same_as=same_as)
-        search.visited[slot * n + node] = False  # cleared where set: cheaper than anew
-        for _, found, _ in levels:
-            for keys in found:
-                search.visited[keys] = False
-        part = _ordered(levels)  # by depth, then slot and node
-        owner = part.node // n
-        order = np.argsort(owner.astype(np.int16), kind="stable")  # by slot: a radix sort
-        part = part.take(order)
-        owner = owner[order]
-        parts.append(Reach(part.node - owner * n, part.depth, part.via, owner + lo))
+        if slot.size == 0:
+            continue
+        search = _BitSearch(index, csr, -(-(int(slot.max()) + 1) // 64), stop, as_of, vias)
+        part = search.walk(slot, node, depth=depth, same_as=same_as).rows(report)
+        parts.append(Reach(part.node, part.depth, part.via, part.start + lo))  # type: ignore[operator]
     if not parts:
         empty = np.zeros(0, np.int64)
         return Reach(empty, empty.copy(), empty.copy(), empty.copy())
     return Reach(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("node", "depth", "via", "start")))
+
+
+@dataclass
+class _BitSearch:
+    """Breadth-first searches from a batch of starts at once, one bit per start.
+
+    A key is `node * words + w`: word w of the node's bits, where bit b of word w stands for
+    the batch's start 64w + b. `seen` holds the bits of every key reached so far. A level
+    gathers each frontier key's neighbours once, carrying the bits newly set at the key; a
+    neighbour gains the bits it has not seen. With `vias`, for each bit the first entry that
+    carries it (frontier in node order, each node's entries in edge row order: the order a
+    one-start search meets them in) is the edge that reached it. So every start gets exactly
+    the rows, depths and edges its own search would give.
+    """
+
+    index: GraphIndex
+    csr: Csr
+    words: int
+    stop: np.ndarray | None
+    as_of: int | None
+    vias: bool = True
+    seen: np.ndarray = field(init=False)
+    # (depth, key, bits new at the key, edge that brought them or None), per step
+    found: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = field(init=False, default_factory=list)
+    _first: np.ndarray | None = field(init=False, default=None)  # first entry per key, without vias
+
+    def __post_init__(self) -> None:
+        self.seen = np.zeros(self.index.n_nodes * self.words, np.uint64)  # zero pages: touched where reached
+
+    def walk(self, slot: np.ndarray, node: np.ndarray, *, depth: int | None, same_as: bool) -> _BitSearch:
+        """Walk from each start (`slot` in the batch, at `node`); the rows are `rows()`."""
+        key, bits = _merged([node * self.words + slot // 64], [np.left_shift(np.uint64(1), (slot % 64).astype(np.uint64))])
+        self.seen[key] |= bits
+        level = 0
+        fronts = [(key, bits)]  # a start is walked from even when stop_at matches it
+        if same_as:
+            fronts += [self.expandable(k, b) for k, b in self.identities(key, bits, level)]
+        key, bits = self.frontier(fronts)
+        while key.size and (depth is None or level < depth):
+            level += 1
+            new = self.step(self.csr, key, bits, level)
+            fronts = [new, *self.identities(*new, level)] if same_as else [new]
+            key, bits = self.frontier([self.expandable(k, b) for k, b in fronts])
+        return self
+
+    def frontier(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """The next level's keys: in key order with vias (the order decides which edge wins);
+        without, a key may come twice with different bits, which costs a gather, not a sort."""
+        parts = [p for p in parts if p[0].size]
+        if len(parts) < 2:  # a part has each key once (in key order, with vias)
+            return parts[0] if parts else _no_keys()
+        if self.vias:
+            return _merged(*zip(*parts))
+        return np.concatenate([k for k, _ in parts]), np.concatenate([b for _, b in parts])
+
+    def step(self, csr: Csr, key: np.ndarray, bits: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """One hop from the frontier `key`s carrying `bits`: the keys reached and the bits new
+        at each, recorded for `rows()`."""
+        node, word = (key, None) if self.words == 1 else np.divmod(key, self.words)
+        pos, counts = csr.positions(node)
+        if pos.size == 0:
+            return _no_keys()
+        nbr = csr.nbr[pos]
+        edge = csr.edge[pos] if self.vias or self.as_of is not None else pos  # pos: a stand-in, never read
+        to = nbr.astype(np.int64)
+        if word is not None:
+            to = to * self.words + np.repeat(word, counts)
+        carry = np.repeat(bits, counts)
+        if self.as_of is not None:
+            keep = (self.index.node_created[nbr] <= self.as_of) & (self.index.edge_created[edge] <= self.as_of)
+            to, carry, edge = to[keep], carry[keep], edge[keep]
+        carry &= ~self.seen[to]
+        live = np.flatnonzero(carry)
+        to, carry = to[live], carry[live]
+        if not self.vias:
+            new_key, new_bits = self._or_scattered(to, carry)
+            self.found.append((level, new_key, new_bits, None))
+            return new_key, new_bits
+        edge = edge[live]
+        if to.size > 1:  # group by key, each group in meeting order
+            order = _stable_order(to)
+            to, carry, edge = to[order], carry[order], edge[order]
+        first = _first_bits(to, carry)
+        live = np.flatnonzero(first)
+        to, first, edge = to[live], first[live], edge[live]
+        self.found.append((level, to, first, edge))
+        new_key, new_bits = _or_by_key(to, first)
+        self.seen[new_key] |= new_bits
+        return new_key, new_bits
+
+    def _or_scattered(self, to: np.ndarray, carry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each key of `to` once (in first-met order) with its new bits, now seen: scatters,
+        linear where a sort would not be."""
+        if to.size < 2:
+            self.seen[to] |= carry
+            return to, carry
+        if self._first is None:
+            self._first = np.empty(self.seen.size, np.int64)  # pages touched only where written
+        at = np.arange(to.size, dtype=np.int64)
+        self._first[to[::-1]] = at[::-1]  # repeated keys: the first entry's position is written last
+        head = self._first[to] == at
+        key = to[head]
+        before = self.seen[key]
+        self.seen[key] = before | carry[head]
+        if key.size == to.size:
+            return key, carry
+        later = ~head  # more entries of a key met already: OR them in (ufunc.at is slow: only these)
+        np.bitwise_or.at(self.seen, to[later], carry[later])
+        return key, self.seen[key] & ~before
+
+    def identities(self, key: np.ndarray, bits: np.ndarray, level: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Keys linked to the found `key`s by chains of same_as edges, at the same depth."""
+        out = []
+        key, bits = self.with_same_as(*self.expandable(key, bits))
+        while key.size:
+            key, bits = self.step(self.index.same_as, key, bits, level)
+            out.append((key, bits))
+            key, bits = self.with_same_as(*self.expandable(key, bits))
+        return out
+
+    def expandable(self, key: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The keys the search goes on from: all but those of `stop_at` nodes."""
+        if self.stop is None:
+            return key, bits
+        go = ~self.stop[key // self.words]
+        return key[go], bits[go]
+
+    def with_same_as(self, key: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The keys of nodes that have a same_as link (most nodes have no twin)."""
+        twin = self.index.has_same_as[key // self.words]
+        return key[twin], bits[twin]
+
+    def rows(self, report: np.ndarray | None = None) -> Reach:
+        """One row per (start, node) reached (of a `report` node), by start, then depth, then node."""
+        found = [f for f in self.found if f[1].size]
+        if report is not None:
+            found = [(level, key[keep], bits[keep], None if edge is None else edge[keep])
+                     for level, key, bits, edge in found for keep in [report[key // self.words]]]
+        found = [f for f in found if f[1].size]
+        if not found:
+            empty = np.zeros(0, np.int64)
+            return Reach(empty, empty.copy(), empty.copy(), empty.copy())
+        key = np.concatenate([f[1] for f in found])
+        entry, bit = _set_bits(np.concatenate([f[2] for f in found]))
+        node, word = np.divmod(key[entry], self.words)
+        slot = word * 64 + bit
+        depth = np.concatenate([np.full(f[1].size, f[0], np.int64) for f in found])[entry]
+        n, deepest = self.index.n_nodes, int(depth.max())
+        packable = (int(slot.max()) + 1) * (deepest + 1) * n < 1 << 62
+        if not self.vias:
+            if packable:  # sort the packed rows themselves: no gather after
+                packed = np.sort((slot * (deepest + 1) + depth) * n + node)
+                rest, node = np.divmod(packed, n)
+                slot, depth = np.divmod(rest, deepest + 1)
+            else:
+                order = np.lexsort((node, depth, slot))
+                slot, depth, node = slot[order], depth[order], node[order]
+            return Reach(node, depth, np.full(node.size, -1, np.int64), slot)
+        edge = np.concatenate([f[3] for f in found])[entry]  # type: ignore[misc]
+        order = np.argsort((slot * (deepest + 1) + depth) * n + node) if packable else np.lexsort((node, depth, slot))
+        return Reach(node[order], depth[order], edge[order].astype(np.int64), slot[order])
+
+
+def _no_keys() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(0, np.int64), np.zeros(0, np.uint64)
+
+
+def _merged(keys: Sequence[np.ndarray], bits: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Key-ordered keys with their bits OR-ed, from parts that may share keys."""
+    present = [i for i, k in enumerate(keys) if k.size]
+    if not present:
+        return _no_keys()
+    key = np.concatenate([keys[i] for i in present])
+    bit = np.concatenate([bits[i] for i in present])
+    if len(present) == 1 and key.size < 2:
+        return key, bit
+    order = np.argsort(key, kind="stable")
+    return _or_by_key(key[order], bit[order])
+
+
+def _or_by_key(key: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct key of the key-ordered `key` once, with the OR of its bits."""
+    if key.size < 2:
+        return key, bits
+    head = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    if head.size == key.size:
+        return key, bits
+    return key[head], np.bitwise_or.reduceat(bits, head)
+
+
+def _stable_order(key: np.ndarray) -> np.ndarray:
+    """The positions of `key` sorted by key, ties in their order: one sort of packed (key,
+    position) values where they fit in 63 bits."""
+    shift = max(1, (key.size - 1).bit_length())
+    if int(key.max()) < 1 << (62 - shift):
+        packed = (key << shift) | np.arange(key.size, dtype=np.int64)
+        packed.sort()
+        return packed & ((1 << shift) - 1)
+    return np.argsort(key, kind="stable")
+
+
+def _first_bits(key: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """Each entry's bits that no earlier entry of the same key carries (`key` grouped).
+
+    An inclusive OR scan within each run of equal keys by doubling: log2(longest run) passes.
+
+    >>> _first_bits(np.array([1, 1, 1, 2]), np.array([3, 6, 5, 1], np.uint64)).tolist()
+    [3, 4, 0, 1]
+    """
+    if key.size < 2:
+        return bits
+    same = key[1:] == key[:-1]
+    if not same.any():
+        return bits
+    heads = np.flatnonzero(np.concatenate([[True], ~same, [True]]))
+    longest = int(np.diff(heads).max())
+    seen = bits.copy()
+    shift = 1
+    while shift < longest:
+        carried = np.where(key[shift:] == key[:-shift], seen[:-shift], np.uint64(0))
+        seen[shift:] |= carried
+        shift *= 2
+    before = np.zeros_like(bits)
+    before[1:] = np.where(same, seen[:-1], np.uint64(0))
+    return bits & ~before
+
+
+def _set_bits(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(entry, bit) for every set bit of `words`, a round per bit lowest first.
+
+    >>> entry, bit = _set_bits(np.array([5, 0, 2], np.uint64))
+    >>> sorted(zip(entry.tolist(), bit.tolist()))
+    [(0, 0), (0, 2), (2, 1)]
+    """
+    entries, bits = [], []
+    entry = np.flatnonzero(words)
+    word = words[entry]
+    while entry.size:
+        low = word & (~word + np.uint64(1))  # the lowest set bit
+        entries.append(entry)
+        bits.append(np.frexp(low.astype(np.float64))[1].astype(np.int64) - 1)  # powers of 2 are exact
+        word = word ^ low
+        more = word != 0
+        entry, word = entry[more], word[more]
+    if not entries:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(entries), np.concatenate(bits)
 
 
 def _alive(index: GraphIndex, start: np.ndarray, as_of: int | None) -> np.ndarray:
@@ -399,16 +629,49 @@ def _traverse(
     same_as: bool,
 ) -> pl.DataFrame:
     start = index.lookup([start_ids] if isinstance(start_ids, str) else list(start_ids))
-    found = reach(
-        index,
-        start,
-        direction=direction,
-        depth=depth,
-        stop=_stop_mask(nodes, stop_at),
-        as_of=None if as_of is None else epoch_us(as_of),
-        same_as=same_as,
-    )
-    return _reach_frame(index, nodes, _filtered(index, found, kinds=kinds, tools=tools))
+    found = search(index, nodes, start, direction, depth=depth, kinds=kinds, tools=tools, stop_at=stop_at,
+                   as_of=as_of, same_as=same_as)
+    return _reach_frame(index, nodes, found)
+
+
+def search(
+    index: GraphIndex,
+    nodes: pl.DataFrame,
+    start: np.ndarray,
+    direction: Direction,
+    *,
+    each: bool = False,
+    depth: int | None = None,
+    kinds: Sequence[str] | None = None,
+    tools: Sequence[str] | None = None,
+    stop_at: StopAt | None = None,
+    as_of: datetime | None = None,
+    same_as: bool = True,
+    vias: bool = True,
+) -> Reach:
+    """The rows `upstream`/`downstream` return (or, with `each`, what `each` returns), as dense
+    arrays in the same order: for callers that gather only the columns they need.
+
+    `start` holds dense ids (-1 for an unknown id); with `each`, `start` of the result holds
+    each row's position in it. `vias=False` (only with `each`) leaves `via` at -1.
+
+    >>> import polars as pl
+    >>> from braid.unify.index import GraphIndex
+    >>> nodes = pl.DataFrame({"id": ["a", "b", "c"], "kind": ["dataset", "run", "model"]})
+    >>> edges = pl.DataFrame({"src": ["a", "b"], "dst": ["b", "c"], "kind": ["input", "output"]})
+    >>> found = search(GraphIndex.build(nodes, edges), nodes, np.array([2]), "upstream", kinds=["dataset"])
+    >>> found.node.tolist(), found.depth.tolist()
+    ([0], [2])
+    """
+    stop = _stop_mask(nodes, stop_at)
+    moment = None if as_of is None else epoch_us(as_of)
+    if not each:
+        found = reach(index, start, direction=direction, depth=depth, stop=stop, as_of=moment, same_as=same_as)
+        return _id_ordered(index, _filtered(index, found, kinds=kinds, tools=tools))
+    report = _report_mask(index, kinds=kinds, tools=tools)
+    found = reach_many(index, start, direction=direction, depth=depth, stop=stop, as_of=moment, same_as=same_as,
+                       report=report, vias=vias)
+    return _id_ordered(index, found)
 
 
 def each(
@@ -437,17 +700,9 @@ def each(
     >>> each(GraphIndex.build(nodes, edges), nodes, starts, "upstream").select("start", "id", "depth").rows()
     [('b', 'a', 1), ('c', 'b', 1), ('c', 'a', 2)]
     """
-    found = reach_many(
-        index,
-        index.lookup(start_ids),
-        direction=direction,
-        depth=depth,
-        stop=_stop_mask(nodes, stop_at),
-        as_of=None if as_of is None else epoch_us(as_of),
-        same_as=same_as,
-    )
-    starts = start_ids.cast(pl.String)
-    return _reach_frame(index, nodes, _filtered(index, found, kinds=kinds, tools=tools), starts)
+    found = search(index, nodes, index.lookup(start_ids), direction, each=True, depth=depth, kinds=kinds,
+                   tools=tools, stop_at=stop_at, as_of=as_of, same_as=same_as)
+    return _reach_frame(index, nodes, found, start_ids.cast(pl.String))
 
 
 def _stop_mask(nodes: pl.DataFrame, stop_at: StopAt | None) -> np.ndarray | None:
@@ -458,6 +713,18 @@ def _stop_mask(nodes: pl.DataFrame, stop_at: StopAt | None) -> np.ndarray | None
     if mask.len() != nodes.height:
         raise ValueError(f"stop_at gave {mask.len()} values for {nodes.height} nodes")
     return mask.cast(pl.Boolean).fill_null(False).to_numpy()
+
+
+def _report_mask(index: GraphIndex, *, kinds: Sequence[str] | None, tools: Sequence[str] | None) -> np.ndarray | None:
+    """The nodes whose rows are wanted, by kind and tool; None for all."""
+    if kinds is None and tools is None:
+        return None
+    keep = np.ones(index.n_nodes, np.bool_)
+    if kinds is not None:
+        keep &= np.isin(index.node_kind, index.kind_codes(kinds))
+    if tools is not None:
+        keep &= np.isin(index.node_tool, index.tool_codes(tools))
+    return keep
 
 
 def _filtered(
@@ -477,11 +744,10 @@ def _filtered(
 def _reach_frame(
     index: GraphIndex, nodes: pl.DataFrame, found: Reach, starts: pl.Series | None = None
 ) -> pl.DataFrame:
-    """Node rows gathered by dense id, plus depth and the reaching edge; by depth then id.
+    """Node rows gathered by dense id, plus depth and the reaching edge, in `found`'s order.
 
-    With `starts` (for a `reach_many` result), also each row's start id, and rows by start first.
+    With `starts` (for a `reach_many` result), also each row's start id.
     """
-    found = _id_ordered(index, found)
     tagged = [] if starts is None else [pl.lit(starts.gather(found.start).alias("start"))]
     # One select, so polars runs the gathers side by side and Python calls it once.
     return nodes.select(

@@ -153,7 +153,9 @@ def test_lateral_call_is_one_walk_per_start(cat: Catalog, call: str, options: di
     fn = getattr(cat, call.split("(")[0])
     sql = f"SELECT r.name, r.version, u.id, u.depth, u.via_src, u.via_kind, u.start FROM registry r, {call} u"
     _, run, _ = prepare(cat, sql, {"moment": moment})
-    (frame,) = [f for name, f in run.frames.items() if name.startswith("__" + fn.__name__)]
+    (step,) = run.steps
+    frame = run.frames[step.frame]
+    frame = frame.collect() if isinstance(frame, pl.LazyFrame) else frame  # graph frames gather lazily
     registry = cat.table("registry")
     starts = registry[column].drop_nulls().unique().sort().to_list()
     known = [s for s in starts if s in set(cat.nodes["id"])]
@@ -165,6 +167,88 @@ def test_lateral_call_is_one_walk_per_start(cat: Catalog, call: str, options: di
                                                              right_on="start")
     joined = joined.with_columns(start=pl.col(column)).select(got.columns).sort(pl.all())
     assert_frame_equal(got, joined)
+    # a query that reads no via_* column: the walk skips finding the edges, the rest is the same
+    _, run, _ = prepare(cat, f"SELECT r.name, u.id, u.depth, u.start FROM registry r, {call} u", {"moment": moment})
+    (step,) = run.steps
+    bare = run.frames[step.frame]
+    assert isinstance(bare, pl.LazyFrame)
+    assert_frame_equal(bare.select("id", "depth", "start").collect(), want.select("id", "depth", "start"))
+    assert bare.select("via_kind").collect()["via_kind"].is_null().all()
+
+
+# -- the executor's rewrites (unify/query/_optimize.py) on this catalog -----------------------------
+def rewrite_cases(cat: Catalog, facts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (example(4), {"metric": "acc"}),
+        (example(5), {"run_a": facts["train"], "run_b": OLD_TRAIN}),
+        (example(7).replace("x.tool <> y.tool", "x.source <> y.source"), {}),  # one tool here: two sources
+        (example(8), {}),
+        ("SELECT r.name, m.key, m.step, m.value FROM runs r JOIN metrics m ON m.run_id = r.id WHERE r.source = 'old' "
+         "QUALIFY row_number() OVER (PARTITION BY m.run_id, m.key ORDER BY m.step DESC, m.timestamp DESC) = 1", {}),
+        ("SELECT p.run_id, count(DISTINCT p.key) AS n FROM params p JOIN runs r ON r.id = p.run_id GROUP BY p.run_id",
+         {}),
+        ("SELECT r.name, u.id, u.depth, u.start FROM registry r, upstream(r.model_version_id) u", {}),
+        ("SELECT e.src, n.kind FROM edges e JOIN nodes n ON n.id = e.dst WHERE e.kind = 'same_as'", {}),
+        ("WITH up AS (SELECT id FROM upstream(:v)) SELECT up.id, e.kind FROM up JOIN edges e ON e.dst = up.id",
+         {"v": NEW_VERSION}),
+        ("SELECT t.node_id, t.key FROM tags t JOIN nodes n ON n.id = t.node_id WHERE n.kind = 'run'", {}),
+    ]
+
+
+def test_rewrites_keep_the_rows(cat: Catalog, facts: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from braid.unify.query import _execute
+
+    assert cat.index.n_nodes  # integer keys wait for the index
+    texts = []
+    for sql, params in rewrite_cases(cat, facts):
+        bound, _, _ = _execute.prepare(cat, sql, params)
+        texts.append(_execute.polars_sql(bound.tree))
+        got = cat.query(sql, params)
+        with monkeypatch.context() as written:
+            written.setattr(_execute, "_optimize", lambda bound, run: None)
+            want = cat.query(sql, params)
+        assert got.columns == want.columns, sql
+        assert sorted(got.rows(), key=repr) == sorted(want.rows(), key=repr), sql
+        assert want.height, sql
+    assert sum("__key_" in t for t in texts) >= 8 and sum("_top_one_" in t for t in texts) == 2
+
+
+def test_a_query_about_one_run_waits_for_a_kept_top_one_table(cat: Catalog, facts: dict[str, Any]) -> None:
+    """The latest metrics of one run: a window over its rows, until the whole top-1 table is at
+    hand (another query made it); either way the same rows."""
+    from braid.unify.query._execute import polars_sql, prepare
+
+    fresh = open_catalog(cat.path)
+    order = "ORDER BY m.step DESC, m.timestamp DESC"
+    one = (f"SELECT m.key, m.step FROM metrics m WHERE m.run_id = :run "
+           f"QUALIFY row_number() OVER (PARTITION BY m.key {order}) = 1")
+    params = {"run": facts["train"]}
+    want = fresh.query(one, params)
+    assert "QUALIFY" in polars_sql(prepare(fresh, one, params)[0].tree)
+    fresh.query(f"SELECT r.name, m.value FROM runs r JOIN metrics m ON m.run_id = r.id WHERE m.key = 'acc' "
+                f"QUALIFY row_number() OVER (PARTITION BY r.id {order}) = 1")  # keeps the (run_id, key) table
+    assert "QUALIFY" not in polars_sql(prepare(fresh, one, params)[0].tree)
+    got = fresh.query(one, params)
+    assert sorted(got.rows()) == sorted(want.rows()) and want.height
+
+
+def test_integer_keys_are_node_rows_or_absent(cat: Catalog) -> None:
+    from braid.unify.query._frames import KEYS, NODE_ID_COLUMNS, keyed_table
+
+    assert cat.index.n_nodes
+    for table, columns in NODE_ID_COLUMNS.items():
+        keyed = keyed_table(cat, table)
+        assert keyed is not None, table
+        for column in columns:
+            twin = keyed[KEYS.name(column)]
+            assert cat.nodes["id"].gather(twin).to_list() == keyed[column].to_list(), (table, column)
+    fresh = open_catalog(cat.path)
+    tags = fresh.table("tags")
+    fresh._tables["tags"] = tags.with_columns(node_id=pl.when(pl.int_range(tags.height) == 0)
+                                              .then(pl.lit("mlflow:run/not-a-node")).otherwise("node_id"))
+    assert fresh.index.n_nodes and keyed_table(fresh, "tags") is None  # no exact integer for that value
+    sql = "SELECT t.node_id FROM tags t JOIN nodes n ON n.id = t.node_id"
+    assert fresh.query(sql).height == cat.query(sql).height - 1
 
 
 # -- parameters, time travel, graph options -------------------------------------------------------

@@ -34,6 +34,11 @@ def cases(f: dict[str, Any], c: Catalog) -> list[tuple[str, dict[str, Any]]]:
         ("SELECT id, depth FROM upstream(:v, stop_at => kind = 'run')", {"v": f["v2"]}),
         ("SELECT u.id, r.name FROM upstream((SELECT model_version_id FROM registry WHERE source = 'mlflow'), "
          "kinds => ['run']) u JOIN runs r ON r.id = u.id", {}),
+        # what the executor rewrites (integer node keys, a top-1 table, a walk without edges)
+        (EXAMPLES[6][1].replace("x.tool <> y.tool", "x.source <> y.source"), {}),
+        ("SELECT r.name, m.key, m.step FROM metrics m JOIN runs r ON r.id = m.run_id WHERE r.source <> 'new' "
+         "QUALIFY row_number() OVER (PARTITION BY m.run_id, m.key ORDER BY m.step DESC, m.timestamp DESC) = 1", {}),
+        ("SELECT r.name, u.id, u.depth, u.start FROM registry r, upstream(r.model_version_id, kinds => ['run']) u", {}),
     ]
 
 

@@ -4,6 +4,7 @@ against networkx."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -683,3 +684,54 @@ def test_reach_many_of_no_starts() -> None:
     index, _ = dated_graph(0, 20, 30, same_as=2)
     found = traversal.reach_many(index, np.zeros(0, np.int64), direction="upstream")
     assert len(found) == 0 and found.start is not None and found.start.size == 0
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("options", REACH_OPTIONS)
+@pytest.mark.parametrize(("batch", "budget"), [(4096, 1 << 27), (130, 1 << 27), (4096, 1)])
+def test_reach_many_in_words_reports_and_skips_vias(
+    monkeypatch: pytest.MonkeyPatch, seed: int, options: dict[str, object], batch: int, budget: int
+) -> None:
+    """Several words of starts per batch (and a last word part full), one word per batch (the
+    seen-bits budget), a `report` mask and `vias=False`: each start's rows are still its own
+    search's, filtered to the reported nodes."""
+    index, _ = dated_graph(seed + 20, 150, 330, same_as=40)
+    monkeypatch.setattr(traversal, "_BATCH", batch)
+    monkeypatch.setattr(traversal, "_BATCH_BYTES", budget)
+    rng = np.random.default_rng(seed)
+    starts = np.concatenate([rng.integers(0, index.n_nodes, 300), [-1, 7, 7]])  # > 4 words, repeats
+    kwargs = dict(options)
+    if kwargs.pop("stop", None):
+        kwargs["stop"] = index.node_tool == index.tool_codes(["wandb"])[0]
+    if "as_of" in kwargs:
+        kwargs["as_of"] = traversal.epoch_us(kwargs["as_of"])  # type: ignore[arg-type]
+    report = index.node_kind != index.kinds.index("run")
+    for direction in ("upstream", "downstream"):
+        full = traversal.reach_many(index, starts, direction=direction, **kwargs)  # type: ignore[arg-type]
+        bare = traversal.reach_many(index, starts, direction=direction, report=report, vias=False,
+                                    **kwargs)  # type: ignore[arg-type]
+        assert (bare.via == -1).all()
+        for at_, start in enumerate(starts.tolist()):
+            want = reach(index, np.array([start]), direction=direction, **kwargs)  # type: ignore[arg-type]
+            mine = full.start == at_
+            assert full.node[mine].tolist() == want.node.tolist(), (direction, start)
+            assert full.depth[mine].tolist() == want.depth.tolist()
+            assert full.via[mine].tolist() == want.via.tolist()
+            kept = report[want.node]
+            mine = bare.start == at_
+            assert bare.node[mine].tolist() == want.node[kept].tolist(), (direction, start)
+            assert bare.depth[mine].tolist() == want.depth[kept].tolist()
+
+
+def test_search_gives_the_rows_of_upstream_and_each() -> None:
+    """`search` is what upstream and each return, as dense arrays: the frames gather from it."""
+    index, nodes = dated_graph(3, 150, 300, same_as=40)
+    starts = pl.Series(sorted(nodes["id"].sample(20, seed=1).to_list()))
+    options: dict[str, Any] = {"kinds": ["dataset", "model"], "as_of": at(20)}
+    found = traversal.search(index, nodes, index.lookup(starts), "upstream", each=True, **options)
+    frame = traversal.each(index, nodes, starts, "upstream", **options)
+    assert frame["id"].to_list() == index.ids.gather(found.node).to_list()
+    assert frame["start"].to_list() == starts.gather(found.start).to_list()
+    assert frame["depth"].to_list() == found.depth.tolist()
+    one = traversal.search(index, nodes, index.lookup(starts[:1]), "upstream", **options)
+    assert upstream(index, nodes, starts[0], **options)["id"].to_list() == index.ids.gather(one.node).to_list()

@@ -1,9 +1,10 @@
 """Running a checked query: graph calls by the traversal index, the rest by polars SQL.
 
-Each graph call becomes a frame (node rows gathered by dense id from the traversal index, see
-traversal.py) registered under a private name; the call in the tree is replaced by that name,
-as are base tables read `FOR SYSTEM_TIME AS OF`. The remaining tree is printed for polars SQL
-and run lazily, stopping at `max_rows`.
+Each graph call becomes a lazy frame (node rows gathered by dense id from the traversal index,
+only the columns the query reads, see _frames.py) registered under a private name; the call in
+the tree is replaced by that name, as are base tables read `FOR SYSTEM_TIME AS OF`. The rules
+of _optimize.py then rewrite the tree (top-1-per-group tables, integer node keys), and what is
+left is printed for polars SQL and run lazily, stopping at `max_rows`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import polars as pl
 from sqlglot import exp
 
 from ..errors import NodeNotFound, QueryError
-from ..traversal import each
+from ..traversal import search
 from ._binder import Bound, GraphCall, ParamValue, bind, lateral_join, literal_strings, literal_value, timestamp_value
 from ._dialect import Braid, _Generator, error_at, parse, split_explain
+from ._frames import KEYS, NODE_ID_COLUMNS, frame_columns, keyed_table, reach_frame
 from ._functions import AS_OF_COLUMN, AS_OF_VIA
+from ._optimize import Frames, TopOne, integer_keys, top_one_tables
 
 if TYPE_CHECKING:
     from ..catalog import Catalog
@@ -77,13 +80,28 @@ class Run:
     sql: str
     frames: dict[str, pl.LazyFrame | pl.DataFrame] = field(default_factory=dict)
     heights: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, list[str]] = field(default_factory=dict)
+    keyed: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # name -> keyed variant
     steps: list[Step] = field(default_factory=list)
     _names: Any = field(default_factory=lambda: itertools.count())
 
-    def register(self, prefix: str, frame: pl.DataFrame) -> str:
-        name = f"__{prefix}_{next(self._names)}"
-        self.frames[name] = frame
-        self.heights[name] = frame.height
+    def register(self, prefix: str, frame: pl.LazyFrame | pl.DataFrame, height: int | None = None, *,
+                 name: str | None = None) -> str:
+        """Register `frame` for polars under `name` (or a private one); where it has integer
+        twins, the plain name shows the frame without them and the keyed variant with."""
+        name = name or f"__{prefix}_{next(self._names)}"
+        columns = frame_columns(frame)
+        keys = KEYS.of(columns)
+        plain = [c for c in columns if c not in keys.values()]
+        height = frame.height if isinstance(frame, pl.DataFrame) else height
+        assert height is not None, "a lazy frame is registered with its height"
+        self.frames[name] = frame.drop(list(keys.values())) if keys else frame
+        self.heights[name] = height
+        self.columns[name] = plain
+        if keys:
+            self.frames[f"{name}__keyed"] = frame
+            self.heights[f"{name}__keyed"] = height
+            self.keyed[name] = (f"{name}__keyed", keys)
         return name
 
     def context(self) -> pl.SQLContext[Any]:
@@ -91,19 +109,57 @@ class Run:
 
 
 def prepare(catalog: Catalog, sql: str, params: Mapping[str, ParamValue] | None = None) -> tuple[Bound, Run, bool]:
-    """Parse, bind, evaluate the graph calls and register the frames; nothing polars ran yet."""
+    """Parse, bind, evaluate the graph calls, register the frames and rewrite the tree for them;
+    nothing polars ran yet."""
     explain, text = split_explain(sql)
     bound = bind(parse(text), text, params)
     run = Run(catalog, text)
     for name in sorted(bound.tables):
-        frame = catalog.table(name)
-        run.frames[name] = frame
-        run.heights[name] = frame.height
+        run.register(name, catalog.table(name), name=name)
     _time_travel(bound, run)
     # innermost first: a call inside another's node subquery is a frame before the outer runs
     for call in sorted(bound.calls, key=lambda c: -c.table.depth):
         _evaluate(call, run)
+    _optimize(bound, run)
     return bound, run, explain
+
+
+def _optimize(bound: Bound, run: Run) -> None:
+    """The rules of _optimize.py, given the frames: base tables get their integer twins here,
+    computed once per generation (only once the index is built; see _frames.keyed_table)."""
+    catalog = run.catalog
+
+    def top_one(spec: TopOne) -> str | None:
+        source = keyed_table(catalog, spec.table)
+        key = ("top one", spec, source is not None)
+        if set(spec.pinned) & set(NODE_ID_COLUMNS.get(spec.table, ())) and not catalog.has_derived(key):
+            return None  # a query about a few nodes: the window over their rows is cheaper than the table
+        table = catalog.table(spec.table) if source is None else source
+        frame = catalog.derived(key, lambda: pl.SQLContext(frames={spec.table: table}).execute(spec.sql(), eager=True))
+        return run.register(f"{spec.table}_top_one", frame)
+
+    top_one_tables(bound.tree, bound.tables, top_one, polars_sql)
+    if not _compares_columns(bound.tree):
+        return
+    for name in bound.tables:
+        keyed = keyed_table(catalog, name)
+        if keyed is not None:
+            run.register(name, keyed, name=name)
+    integer_keys(bound.tree, Frames(run.columns, run.keyed))
+
+
+def _compares_columns(tree: exp.Expr) -> bool:
+    """Whether the query has anything integer keys could serve: a comparison of two columns,
+    a PARTITION BY or a count(DISTINCT ...)."""
+    for node in tree.walk():
+        if isinstance(node, (exp.EQ, exp.NEQ, exp.NullSafeEQ, exp.NullSafeNEQ)) and \
+                isinstance(node.this, exp.Column) and isinstance(node.expression, exp.Column):
+            return True
+        if isinstance(node, exp.Window) and node.args.get("partition_by"):
+            return True
+        if isinstance(node, exp.Count) and isinstance(node.this, exp.Distinct):
+            return True
+    return False
 
 
 def execute(
@@ -199,40 +255,50 @@ def _evaluate(call: GraphCall, run: Run) -> None:
         options[arg.name] = value
     lateral = args.get("node") if isinstance(args.get("node"), exp.Column) else None
     if lateral is not None:
-        frame = _lateral(call, lateral, run, options)
+        frame, height = _lateral(call, lateral, run, options)
     elif fn.name == "paths":
         frame = run.catalog.paths(
             options.pop("from"), options.pop("to"), depth=options.get("depth"),
             same_as=options.get("same_as", True), as_of=options.get("as_of"), limit=options.get("max_paths", 100),
         )
+        height = frame.height
     else:
         starts = options.pop("node")
-        frame = getattr(run.catalog, fn.name)(starts, **options) if starts else _empty(fn.name, run)
-        frame = frame.with_columns(start=pl.lit(starts[0] if len(starts) == 1 else None, pl.String))
-    name = run.register(fn.name, frame)
+        index = run.catalog.index
+        found = search(index, run.catalog.nodes, index.lookup(starts), fn.name, **options)
+        frame = reach_frame(run.catalog, found, fn.result_columns(), start=starts[0] if len(starts) == 1 else None,
+                            keys=True)
+        height = len(found)
+    name = run.register(fn.name, frame, height)
     call.table.set("this", exp.to_identifier(name))
-    run.steps.append(Step(f"{fn.name}({', '.join(shown)}) AS {call.alias}", name, frame.height,
+    run.steps.append(Step(f"{fn.name}({', '.join(shown)}) AS {call.alias}", name, height,
                           time.perf_counter() - started))
 
 
-def _lateral(call: GraphCall, column: exp.Column, run: Run, options: dict[str, Any]) -> pl.DataFrame:
+def _lateral(call: GraphCall, column: exp.Column, run: Run, options: dict[str, Any]) -> tuple[pl.LazyFrame, int]:
     """`FROM registry r, upstream(r.model_version_id) u`: a walk from each distinct id of the
-    column on its own (all walked as one batched search, traversal.each), each row tagged with
-    its `start`, and the join rewritten to `ON u.start = r.model_version_id`. Ids that are not
-    nodes reach nothing."""
+    column on its own (all walked as one batched search, traversal.search(each=True)), each row
+    tagged with its `start`, and the join rewritten to `ON u.start = r.model_version_id`. Ids
+    that are not nodes reach nothing. The edge that reached each row is found only if the query
+    reads via_src, via_dst or via_kind."""
     source = lateral_join(call, column, run.sql, known=run.frames.__contains__)
     frame = run.frames[source.name]
     values = (frame.lazy() if isinstance(frame, pl.DataFrame) else frame).select(pl.col(column.name)).collect()
-    starts = values.to_series().drop_nulls().unique().sort()
+    starts = values.to_series().drop_nulls().unique().sort().cast(pl.String)
     catalog = run.catalog
-    found = each(catalog.index, catalog.nodes, starts, call.function.name, **options)
-    return found if found.height else _empty(call.function.name, run)
+    found = search(catalog.index, catalog.nodes, catalog.index.lookup(starts), call.function.name, each=True,
+                   vias=_reads_vias(call.table.root()), **options)
+    return reach_frame(catalog, found, call.function.result_columns(), starts=starts, keys=True), len(found)
 
 
-def _empty(function: str, run: Run) -> pl.DataFrame:
-    from ._functions import GRAPH_FUNCTIONS
-
-    return pl.DataFrame(schema=GRAPH_FUNCTIONS[function].result_schema())
+def _reads_vias(tree: exp.Expr) -> bool:
+    """Whether a query may read a graph call's via_* columns: by name, or through a `*`."""
+    for node in tree.walk():
+        if isinstance(node, exp.Star) and not isinstance(node.parent, exp.Count):
+            return True
+        if isinstance(node, exp.Column) and node.name in ("via_src", "via_dst", "via_kind"):
+            return True
+    return False
 
 
 def _node_ids(node: exp.Expr, run: Run, *, single: bool, what: str) -> Any:
