@@ -621,3 +621,29 @@ def test_id_map_journal_survives_a_torn_line_and_a_stale_journal(tmp_path: Path)
     # snapshot: it is not replayed over the newer map
     m.journal.write_text(json.dumps({"journal": "older"}) + '\n["runs","r6",{"target":"t6","done":false}]\n')
     assert IdMap.load(tmp_path, "a", "b").run_done("r6")
+
+
+def test_a_run_with_100000_metric_points(tmp_path: Path) -> None:
+    """Every point of a long history travels, with its step,
+    timestamp and value (NaN once every 1,000 steps, as a diverging trainer logs it)."""
+    uri = f"sqlite:///{tmp_path / 'long.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("long"), run_name="long", start_time=T0)
+    values = [math.nan if s % 1000 == 500 else math.sin(s / 100) for s in range(100_000)]
+    for start in range(0, 100_000, 1000):
+        client.log_batch(run.info.run_id, metrics=[Metric("loss", values[s], T0 + s, s) for s in range(start, start + 1000)])
+    client.set_terminated(run.info.run_id, "FINISHED", end_time=T0 + 100_000)
+    target = target_spec(f"sqlite:///{tmp_path / 'copy.db'}", tmp_path)
+    report = migrate(SourceSpec("old", "mlflow", {"uri": uri}, base_dir=tmp_path), target,
+                     catalog=tmp_path / ".braid", artifact_root=tmp_path / "art")
+    assert report.verified and report.kinds["metric_point"].carried == 100_000
+    with sqlite3.connect(tmp_path / "copy.db") as con:
+        rows = con.execute("SELECT step, timestamp, value, is_nan FROM metrics WHERE key = 'loss' ORDER BY step").fetchall()
+    assert len(rows) == 100_000
+    for step, timestamp, value, is_nan in rows:
+        assert timestamp == T0 + step
+        assert bool(is_nan) == math.isnan(values[step])
+        assert is_nan or value == values[step]
+    # and the target's latest value is the last step's, as MLflow itself would have recorded it
+    assert client.get_run(run.info.run_id).data.metrics["loss"] == MlflowClient(target.options["uri"]).search_runs(
+        [MlflowClient(target.options["uri"]).get_experiment_by_name("long").experiment_id])[0].data.metrics["loss"]
