@@ -27,17 +27,7 @@ from braid.connectors.wandb import _bulk, _native
 from braid.connectors.wandb._fold import Segment, _fold_one_by_one, read_segment
 from braid.connectors.wandb._txlog import parse_record, read_log
 
-pytestmark = pytest.mark.xdist_group("wandb")
-
-
-@pytest.fixture(autouse=True, params=["compiled", "python"])
-def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs on the compiled decoder (`_logdecode.c`) and on the Python reference."""
-    if request.param == "python":
-        monkeypatch.setattr(_native, "decoder", None)
-    elif _native.decoder is None:
-        pytest.skip("the compiled decoder is not built (or BRAID_WANDB_PURE is set)")
-    return str(request.param)
+pytestmark = [pytest.mark.xdist_group("wandb"), pytest.mark.usefixtures("both_decoders")]
 
 LEGACY = Path(__file__).parents[1] / "data" / "wandb-runs"
 SDKS = ["sdk-0.15.12", "sdk-0.16.6", "sdk-0.17.5", "sdk-0.17.5-core", "sdk-0.19.11"]

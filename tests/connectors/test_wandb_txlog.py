@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from braid.connectors.wandb import _native
 from braid.connectors.wandb._txlog import BLOCK_SIZE, LogRead, _scan, parse_record, read_log
 from braid.unify.errors import SourceError, TransactionLogError
 
+pytestmark = pytest.mark.usefixtures("both_decoders")
 DATA = Path(__file__).parents[1] / "data" / "wandb-runs"
 SDKS = ["sdk-0.15.12", "sdk-0.16.6", "sdk-0.17.5", "sdk-0.17.5-core", "sdk-0.19.11"]
 HEADER = b":W&B\xe1\xbe\x00"
@@ -34,15 +34,6 @@ COMMIT = "c7e786f7d88fbd602729b5172a97ec559f6f8ddb"
 TRAIN_CSV_MD5 = "c3c6bc2ae8ece4bd2510dca21225c041"
 FRESH_BLOB = 40_000  # a config value longer than a block: its record spans two blocks
 
-
-@pytest.fixture(autouse=True, params=["compiled", "python"])
-def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs on the compiled decoder (`_logdecode.c`) and on the Python reference."""
-    if request.param == "python":
-        monkeypatch.setattr(_native, "decoder", None)
-    elif _native.decoder is None:
-        pytest.skip("the compiled decoder is not built (or BRAID_WANDB_PURE is set)")
-    return str(request.param)
 
 FRESH_RUN = f"""
 import wandb

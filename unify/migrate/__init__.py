@@ -84,10 +84,7 @@ def migrate(
               else expected_source_report(plan, source.tool, dry_run=dry_run))
     idmap = IdMap.load(catalog, source.name, target.name)
     if dry_run:
-        done = sum(idmap.run_done(r) for r in plan.run_ids)
-        report.reused["runs"] = done
-        report.created["runs"] = len(plan.run_ids) - done
-        return report
+        return _planned(report, plan, idmap)
     from ._mlflow_writer import MlflowWriter, long_value_path
 
     problems: dict[str, Counter[str]] = {"model_version": Counter(), "alias": Counter()}
@@ -136,6 +133,14 @@ def migrate(
     if check is not None and refused:
         check["reported_not_carried"] = min(refused, check["missing"])
         check["missing"] -= check["reported_not_carried"]
+    return report
+
+
+def _planned(report: Report, plan: Plan, idmap: IdMap) -> Report:
+    """A dry run's report: the runs the id map knows as done are reused, the rest would be created."""
+    done = sum(idmap.run_done(r) for r in plan.run_ids)
+    report.reused["runs"] = done
+    report.created["runs"] = len(plan.run_ids) - done
     return report
 
 
@@ -203,10 +208,7 @@ def _migrate_to_wandb(source: SourceSpec, target: SourceSpec, plan: Plan, *, cat
     report = expected_wandb_report(plan, source.tool, dry_run=dry_run)
     idmap = IdMap.load(catalog, source.name, target.name)
     if dry_run:
-        done = sum(idmap.run_done(r) for r in plan.run_ids)
-        report.reused["runs"] = done
-        report.created["runs"] = len(plan.run_ids) - done
-        return report
+        return _planned(report, plan, idmap)
     writer = WandbWriter(target, plan, source.tool)
     try:
         writer.runs(idmap, progress)
