@@ -430,7 +430,7 @@ def _artifact(art: Any) -> dict[str, Any]:
                 extra[kv.key] = kv.value_json
         entries.append({"path": entry.path, "digest": entry.digest, "size": entry.size if entry.size else None,
                         "ref": entry.ref or None, "birth_artifact_id": entry.birth_artifact_id or None,
-                        "extra": extra or None})
+                        "extra": extra or None, "local_path": entry.local_path or None})
     return {
         "type": art.type, "name": art.name, "digest": art.digest, "entity": art.entity or None,
         "project": art.project or None, "aliases": list(art.aliases), "tags": list(art.tags),

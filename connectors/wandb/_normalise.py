@@ -285,7 +285,9 @@ def _artifact(art: dict[str, Any], fold: RunFold, source: str, when: Any,
               "digest": entry_digest(entry), "size": entry["size"], "uri": entry["ref"], "created_at": when,
               "attrs": _json({"path": entry["path"], "artifact": art["name"], "wandb_digest": entry["digest"],
                               "ref": entry["ref"], "extra": entry["extra"],
-                              "birth_artifact_id": entry["birth_artifact_id"]})})
+                              "birth_artifact_id": entry["birth_artifact_id"],
+                              # the SDK's staged copy of the file, until `wandb sync` uploads it
+                              "staged": entry.get("local_path")})})
         edge(fid, aid, "part_of", when)
     return aid
 

@@ -61,6 +61,18 @@ def wandb_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     return work / "wandb", facts
 
 
+def _target_files(db: Path) -> list[tuple[str, str]]:
+    """(path, md5) of every artifact file of the target's runs, hashed here, braid's own files aside."""
+    import hashlib
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        roots = [Path(u.removeprefix("file://")) for (u,) in con.execute("SELECT artifact_uri FROM runs")]
+    return [(f.relative_to(root).as_posix(), hashlib.md5(f.read_bytes()).hexdigest())
+            for root in roots for f in sorted(root.rglob("*")) if f.is_file()
+            and not f.relative_to(root).as_posix().startswith("braid/")]
+
+
 def mlflow_target(where: Path, name: str = "ml") -> SourceSpec:
     return SourceSpec(name, "mlflow", {"uri": f"sqlite:///{where / 'target.db'}"}, base_dir=where)
 
@@ -139,8 +151,18 @@ def test_wandb_to_mlflow(wandb_folders: tuple[Path, dict], tmp_path: Path) -> No
     assert any("±inf" in why for why in kinds["metric_point"]["transformed"])
     assert kinds["tag"]["carried"] == source["tags"].height
     # outputs are reported, not dropped silently; host and environment too
-    assert kinds["dataset_output"]["not_carried"] and kinds["artifact"]["not_carried"]
+    assert kinds["dataset_output"]["not_carried"]
     assert kinds["run_detail"]["not_carried"]
+    # the files of the artifacts the SDK wrote travel from its staged copies, checked against the
+    # manifest's md5; only the legacy folders' files (staged on another machine) are not found
+    files = _target_files(tmp_path / "target.db")
+    manifest = set(source["nodes"].select(
+        pl.concat_str(pl.col("attrs").str.json_path_match("$.artifact"), pl.lit("/"),
+                      pl.col("attrs").str.json_path_match("$.path")),
+        pl.col("digest").str.strip_prefix("md5:")).iter_rows())
+    assert {("train-data/train.csv"), ("train-data/meta/labels.txt")} <= {p for p, _ in files}
+    assert set(files) <= manifest and kinds["artifact"]["carried"] == len(files)
+    assert report.verification["artifact"]["missing"] == 0
 
     got = target_by_source(target, "wb")
     assert compare_runs(source, got, "wandb") == source["runs"].height
@@ -202,6 +224,12 @@ def test_dvc_to_mlflow(dvc_repos: DvcRepos, tmp_path: Path) -> None:
     # the datasets a run read became dataset inputs with their digests
     assert report.verification is not None and report.verification["dataset_input"]["source"] > 0
     assert report.as_dict()["kinds"]["dataset_output"]["not_carried"]
+    # every file the runs wrote came from the DVC cache with the md5 dvc.lock recorded, at its DVC path
+    files = _target_files(tmp_path / "target.db")
+    recorded = set(source["nodes"].select(pl.col("attrs").str.json_path_match("$.path"),
+                                          pl.col("digest").str.strip_prefix("md5:")).iter_rows())
+    assert files and set(files) <= recorded
+    assert report.kinds["artifact"].carried == len(files) and not report.kinds["artifact"].not_carried
 
     again = migrate(spec, target, catalog=tmp_path / "catalog", artifact_root=tmp_path / "artifacts")
     assert again.verified and not again.created.get("runs")

@@ -11,6 +11,7 @@ each turns the nodes in scope into candidate files with the digest that file mus
 | local file       | a node whose uri is a local path or `file://` (MLflow artifacts, W&B references) | the node's `md5:` digest |
 | mlflow model     | the files of an MLflow model folder on local disk      | the md5 braid took at sync |
 | wandb cache      | `<WANDB_CACHE_DIR>/artifacts/obj/md5/xx/…`             | the W&B manifest's md5    |
+| wandb staging    | the SDK's staged copy the manifest names (`local_path`) | the W&B manifest's md5    |
 
 A cache object or an artifact file *is* the node's bytes: any difference is a mismatch. The
 workspace is a checkout: it may hold another recorded version of the path (an older commit
@@ -200,12 +201,26 @@ def wandb_cache(nodes: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         expected="md5", algorithm=pl.lit("md5"), recorded=pl.lit(True), head=pl.lit(True)))
 
 
+def wandb_staging(nodes: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    """The copy of an artifact file the W&B SDK staged when the run logged it (offline runs keep
+    it until `wandb sync` uploads it); the manifest names it."""
+    del ctx
+    files = nodes.filter(pl.col("tool") == "wandb").with_columns(
+        md5=pl.col("digest").str.extract(r"^md5:([0-9a-f]{32})$", 1),
+        staged=pl.col("attrs").str.json_path_match("$.staged")).filter(
+        pl.col("md5").is_not_null() & pl.col("staged").is_not_null())
+    return _candidates(files.select(
+        node="id", location=pl.lit("wandb staging"), file="staged",
+        expected="md5", algorithm=pl.lit("md5"), recorded=pl.lit(True), head=pl.lit(True)))
+
+
 LOCATORS: dict[str, Locator] = {
     "dvc cache": Locator(dvc_cache, "DVC's content-addressed cache, by the md5 in dvc.lock or .dvc"),
     "dvc workspace": Locator(dvc_workspace, "the file at a DVC-tracked path in the repository"),
     "local file": Locator(local_file, "a node whose uri is a local file (MLflow artifacts, W&B references)"),
     "mlflow model": Locator(mlflow_model, "the files of an MLflow model folder on local disk"),
     "wandb cache": Locator(wandb_cache, "W&B's artifact file cache (WANDB_CACHE_DIR), by md5"),
+    "wandb staging": Locator(wandb_staging, "the copy the W&B SDK staged when an offline run logged the file"),
 }
 
 

@@ -34,7 +34,8 @@ from mlflow.exceptions import MlflowException
 from braid.unify.errors import BraidError, MigrationTargetError, MigrationUsageError
 from braid.unify.source import Progress, SourceSpec, no_progress
 
-from ._artifacts import copied, copy_artifacts, verify_artifacts
+from ._artifacts import copied, copy_artifacts, mlflow_files, verify_artifacts
+from ._cache_files import tool_files, verify_tool_artifacts
 from ._idmap import IdMap
 from ._models import carry_models, verify_models
 from ._plan import FIELDS, Plan, SourceRead, make_plan, read_mlflow
@@ -95,8 +96,9 @@ def migrate(
         writer = MlflowWriter(target, artifact_root=artifact_root)
         experiments = {e: writer.experiment(plan, idmap, e) for e in plan.experiment_ids}
         writer.runs(plan, idmap, experiments, progress)
+        files_copied = copy_artifacts(plan, idmap, mlflow_files(plan, _client(source)) if from_mlflow
+                                      else tool_files(source, plan), _client(target), progress)
         if from_mlflow:
-            files_copied = copy_artifacts(plan, idmap, _client(source), _client(target), progress)
             models_created = carry_models(plan, idmap, _client(source), _client(target), experiments, progress)
         writer.registry(plan, idmap, problems)
     except BraidError:
@@ -118,14 +120,15 @@ def migrate(
     long_values = _long_values(plan, idmap, target_read, long_value_path)
     report.verification = (verify(plan, target_read, long_values) if from_mlflow
                            else verify_source(plan, source.tool, target_read, long_values))
+    _artifact_report(report, plan, idmap)
+    for what, n in (("artifact files", files_copied), ("logged_models", models_created)):
+        if n:
+            report.created[what] += n
+    with _quiet_mlflow():
+        report.verification["artifact"] = (
+            verify_artifacts(plan, idmap, target_read, _client(source), _client(target)) if from_mlflow
+            else verify_tool_artifacts(source, plan, idmap, target_read, _client(target)))
     if from_mlflow:
-        _artifact_report(report, plan, idmap)
-        for what, n in (("artifact files", files_copied), ("logged_models", models_created)):
-            if n:
-                report.created[what] += n
-        with _quiet_mlflow():
-            report.verification["artifact"] = verify_artifacts(plan, idmap, target_read, _client(source),
-                                                               _client(target))
         report.verification["logged_model"] = verify_models(plan, idmap, target_read)
     # versions the target refused are reported as not carried: the read-back expects them missing
     refused = sum(problems["model_version"].values())

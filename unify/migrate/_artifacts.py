@@ -59,13 +59,17 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 ARTIFACT_SCHEMA = {"owner": pl.String, "path": pl.String, "size": pl.Int64, "md5": pl.String}
 
 
-class UnsafePath(ValueError):
-    """A path from a tool's metadata that would be written outside the destination folder."""
+class Refused(ValueError):
+    """A source file that is not copied, and why."""
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"{path!r}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class UnsafePath(Refused):
+    """A path from a tool's metadata that would be written outside the destination folder."""
 
 
 def checked_path(path: str) -> str:
@@ -108,6 +112,7 @@ class ArtifactCopy:
 class SourceFile:
     path: str       # as the source names it (not yet checked)
     local: str | None  # the file on disk, when the source's artifact root is local
+    missing: str | None = None  # why there are no bytes to copy, when the source has none here
 
 
 # where a listed file's bytes come from, and where the staged folder goes: (path, folder) -> the
@@ -136,6 +141,8 @@ def source_files(listing: Callable[[str | None], list[FileInfo]], artifact_uri: 
 def _stage(download: Download, root: str | None, file: SourceFile, staging: Path, scratch: Path) -> int:
     """Put one source file at its checked place under `staging`; its size."""
     dest = destination(staging, file.path)
+    if file.missing is not None:
+        raise Refused(file.path, file.missing)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if file.local is not None:
         real = os.path.realpath(file.local)
@@ -164,7 +171,7 @@ def copy_files(files: list[SourceFile], root: str | None, download: Download, up
             try:
                 tally.bytes += _stage(download, root, file, staging, scratch)
                 staged += 1
-            except UnsafePath as exc:
+            except Refused as exc:
                 tally.refused_paths.append((file.path, exc.reason))
             except OSError:
                 tally.refused_paths.append((file.path, UNREADABLE))
@@ -175,12 +182,20 @@ def copy_files(files: list[SourceFile], root: str | None, download: Download, up
         tally.copied += staged
 
 
-def copy_run(source: MlflowClient, target: MlflowClient, run_id: str, target_run_id: str,
-             artifact_uri: str | None, listed: pl.DataFrame, tally: ArtifactCopy) -> None:
-    """Copy one run's files into the target run; refused files are counted with their reason."""
-    files = source_files(lambda path: source.list_artifacts(run_id, path), artifact_uri, listed)
-    copy_files(files, local_root(artifact_uri), lambda path, dst: source.download_artifacts(run_id, path, dst),
-               lambda staged: target.log_artifacts(target_run_id, staged), tally)
+# a source run's files: (files, the local root they must stay in, how to download a remote one)
+RunFiles = Callable[[str], tuple[list[SourceFile], str | None, Download]]
+
+
+def mlflow_files(plan: Plan, source: MlflowClient) -> RunFiles:
+    """An MLflow source run's files: braid's listing of a local root, else its artifact API."""
+    uris = dict(plan.read.raw["runs"].select("run_uuid", "artifact_uri").iter_rows())
+    listed, empty = _listed(plan), pl.DataFrame(schema={"path": pl.String})
+
+    def files_of(run: str) -> tuple[list[SourceFile], str | None, Download]:
+        uri = uris.get(run)
+        files = source_files(lambda path: source.list_artifacts(run, path), uri, listed.get(run, empty))
+        return files, local_root(uri), lambda path, dst: source.download_artifacts(run, path, dst)
+    return files_of
 
 
 def md5_of(path: Path) -> str:
@@ -211,19 +226,18 @@ def _listed(plan: Plan) -> dict[str, pl.DataFrame]:
     return {k[0]: v for k, v in frame.partition_by("owner", as_dict=True).items()}
 
 
-def copy_artifacts(plan: Plan, idmap: IdMap, source: MlflowClient, target: MlflowClient, step: Step) -> int:
+def copy_artifacts(plan: Plan, idmap: IdMap, files_of: RunFiles, target: MlflowClient, step: Step) -> int:
     """Copy the files of every planned run not copied yet; the files copied by this call.
 
     The id map records each run's outcome (files copied, files refused with their reasons), so a
     re-run skips what is done."""
     now = 0
-    uris = dict(plan.read.raw["runs"].select("run_uuid", "artifact_uri").iter_rows())
-    listed, empty = _listed(plan), pl.DataFrame(schema={"path": pl.String})
     for n, run in enumerate(plan.run_ids):
         target_run = idmap.run_target(run)
         if idmap.get("artifacts", run) is None and target_run is not None:
             tally = ArtifactCopy()
-            copy_run(source, target, run, target_run, uris.get(run), listed.get(run, empty), tally)
+            files, root, download = files_of(run)
+            copy_files(files, root, download, lambda staged, t=target_run: target.log_artifacts(t, staged), tally)
             idmap.set("artifacts", run, tally.entry())
             idmap.save()
             now += tally.copied

@@ -26,6 +26,7 @@ from braid.connectors.mlflow._normalise import GIT_BRANCH, GIT_COMMIT, GIT_REMOT
 from braid.connectors.mlflow._raw import RawStore
 from braid.unify.source import SourceSpec, no_progress
 
+from ._cache_files import output_files
 from ._plan import MAX_PARAM_LENGTH, MAX_TAG_LENGTH, PARAM_TOO_LONG, PARENT_NOT_MIGRATED, TAG_TOO_LONG, How, Plan, SourceRead
 from ._report import NEW_ID, KindReport, Report, _align, _compare, run_map, with_full_values
 
@@ -62,10 +63,12 @@ _COMMON: dict[str, dict[str, tuple[How, str]]] = {
     "dataset_input": {"dataset": ("carried", "a dataset the run read becomes an MLflow dataset input: name, "
                                              "digest (the full digest, id and uri in the source JSON)")},
     "dataset_output": {"dataset": ("not_carried", "MLflow records no datasets a run wrote (outputs are not "
-                                                  "written as tags either)")},
+                                                  "written as tags either); their files travel as the run's "
+                                                  "artifacts")},
     "other_input": {"file": ("not_carried", "a model or file the run read: MLflow dataset inputs hold datasets only")},
-    "artifact": {"bytes": ("not_carried", "artifact bytes are not copied by this version of braid migrate; "
-                                          "their digests stay in the source")},
+    "artifact": {"bytes": ("carried", "each file the run wrote (a DVC out, a W&B artifact's files, datasets "
+                                      "included) is copied into the target run from a place that holds the "
+                                      "recorded bytes (checked by md5), under its DVC path or <artifact>/<path>")},
     "model_version": {"version": ("not_carried", "registry entries of this tool are not migrated by this "
                                                  "version of braid migrate")},
 }
@@ -250,9 +253,8 @@ def expected_source_report(plan: Plan, tool: str, *, dry_run: bool) -> Report:
     out_kinds = Counter(kind_of.get(d) for d in outs["dst"].to_list())
     if out_kinds["dataset"]:
         kinds["dataset_output"].not_carried[fields["dataset_output"]["dataset"][1]] = out_kinds["dataset"]
-    files = sum(n for k, n in out_kinds.items() if k in ("artifact", "model"))
-    if files:
-        kinds["artifact"].not_carried[fields["artifact"]["bytes"][1]] = files
+    # the files are counted as found at plan time; the copy's outcome replaces this count
+    kinds["artifact"].carried = output_files(g, planned).height
     if g["registry"].height:
         kinds["model_version"].not_carried[fields["model_version"]["version"][1]] = g["registry"].height
     return Report(plan.source, plan.target, dry_run, kinds)
