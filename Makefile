@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 
 .PHONY: setup demo test bench clean
 
-$(BIN)/braid: pyproject.toml
+# the compiled extensions are built by the editable install: rebuilt when their sources change
+$(BIN)/braid: pyproject.toml connectors/wandb/_logdecode.c unify/_walk.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test,bench]"

@@ -34,7 +34,8 @@ and a `loss` history.
     .venv/bin/python bench/bench_query.py --profile 2                # cProfile the 2 slowest
 
 The catalog is cached under bench/out/ (reused when the same size and seed are asked for;
-`--rebuild` makes it again); results go to bench/out/query-<nodes>-<edges>[-only-<n>...].json. The machine's
+`--rebuild` makes it again); results go to bench/out/query-<nodes>-<edges>[-only-<n>...].json. The traversal walk that ran is printed: the compiled
+`unify/_walk.c` when built, else numpy (`BRAID_WALK_PURE=1` times the numpy one). The machine's
 load shows in the numbers: compare ratios rather than absolute times on a busy machine.
 """
 
@@ -655,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     import duckdb
     import sqlglot
 
-    from braid.unify import open_catalog
+    from braid.unify import _native, open_catalog
     from braid.unify.query import emit_sql
     from braid.unify.query._reference import EXAMPLES
 
@@ -663,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {sys.version.split()[0]}, polars {pl.__version__}, duckdb {duckdb.__version__}, "
           f"sqlglot {sqlglot.__version__}, numpy {np.__version__}, cpus {os.cpu_count()}, "
           f"load {os.getloadavg()[0]:.2f}")
+    # the walk behind upstream/downstream: unify/_walk.c when built (BRAID_WALK_PURE=1 turns it off)
+    walker = "compiled (braid.unify._walk)" if _native.walker is not None else "numpy (traversal.py)"
+    print(f"traversal walk: {walker}")
     started = time.perf_counter()
     root, built = ensure_catalog(args)
     print(f"catalog {root}: {json.dumps(built)} (ready in {time.perf_counter() - started:.1f} s)")
@@ -742,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": {k: v for k, v in vars(args).items() if k not in ("build_only", "duckdb_worker")},
         "catalog": str(root), "built": built, "tables": sizes, "setup": setup,
         "rss_mb_after_load": rss, "peak_rss_mb_after_load": hwm, "rss_mb_end": rss_end,
-        "parameters": notes, "results": rows, "load": os.getloadavg()[0],
+        "parameters": notes, "results": rows, "load": os.getloadavg()[0], "walker": walker,
     }, indent=1, default=str))
     print(f"results: {out}")
     # like the other benchmarks, a missed goal is reported, not an error; rows that differ are

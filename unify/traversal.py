@@ -4,6 +4,9 @@ Traversal is a level-synchronous breadth-first search, vectorised per level with
 whole frontier's neighbours are gathered at once from the CSR arrays, a visited mask drops
 what was seen, and the first edge to reach a node is kept as the one that reached it.
 `same_as` links are identity, not lineage: they are followed both ways at no cost in depth.
+When the compiled walk is built (`_walk.c`, loaded by `_native`), `reach` and `reach_many` hand
+it the index's arrays and get the same rows without a Python round per level; the numpy code
+here is the reference, and runs when the extension is missing, turned off or declines a call.
 
 >>> import polars as pl
 >>> from braid.unify.index import GraphIndex
@@ -40,6 +43,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import polars as pl
 
+from . import _native
 from .index import epoch_us
 
 if TYPE_CHECKING:
@@ -211,6 +215,9 @@ def reach(
     ([1, 2], [1, 2], [0, 1])
     """
     csr = index.forward if direction == "downstream" else index.backward
+    compiled = _compiled(index, csr, start, depth=depth, stop=stop, as_of=as_of, same_as=same_as, union=True)
+    if compiled is not None:
+        return compiled
     search = _Search(index, stop, as_of, np.zeros(index.n_nodes, np.bool_))
     start = np.unique(np.asarray(start, np.int64))
     start = _alive(index, start, as_of)
@@ -249,6 +256,10 @@ def reach_many(
     """
     csr = index.forward if direction == "downstream" else index.backward
     starts = np.asarray(starts, np.int64)
+    compiled = _compiled(index, csr, starts, depth=depth, stop=stop, as_of=as_of, same_as=same_as,
+                         report=report, vias=vias)
+    if compiled is not None:
+        return compiled
     n = max(index.n_nodes, 1)
     words = max(1, min(-(-min(_BATCH, max(starts.size, 1)) // 64), _BATCH_BYTES // (8 * n)))
     batch = max(1, min(_BATCH, 64 * words))
@@ -270,6 +281,36 @@ def reach_many(
         empty = np.zeros(0, np.int64)
         return Reach(empty, empty.copy(), empty.copy(), empty.copy())
     return Reach(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("node", "depth", "via", "start")))
+
+
+def _compiled(
+    index: GraphIndex,
+    csr: Csr,
+    start: np.ndarray,
+    *,
+    depth: int | None,
+    stop: np.ndarray | None,
+    as_of: int | None,
+    same_as: bool,
+    report: np.ndarray | None = None,
+    vias: bool = True,
+    union: bool = False,
+) -> Reach | None:
+    """The walk by the compiled `_walk` (a walk per start, or one from all with `union`): the
+    same rows as the numpy code below. None when it is not built or declines the arrays."""
+    walker = _native.walker
+    if walker is None:
+        return None
+    same = index.same_as
+    out = walker.walk(
+        csr.indptr, csr.nbr, csr.edge, same.indptr, same.nbr, same.edge, stop, report,
+        index.node_created, index.edge_created, index.has_same_as, as_of, np.ascontiguousarray(start, np.int64),
+        -1 if depth is None else min(max(depth, 0), 1 << 62), same_as, vias, union,
+    )
+    if out is None:
+        return None
+    slot, node, level, via = (np.frombuffer(b, np.int64) for b in out)
+    return Reach(node, level, via, None if union else slot)
 
 
 @dataclass

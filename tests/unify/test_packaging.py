@@ -38,3 +38,13 @@ def test_compiled_decoder_is_built() -> None:
     from braid.connectors.wandb import _native
 
     assert _native.decoder is not None, "braid.connectors.wandb._logdecode was not built by `pip install -e .`"
+
+
+@pytest.mark.skipif(os.environ.get("BRAID_REQUIRE_NATIVE") != "1",
+                    reason="the compiled walk is optional; CI (.ci/run) sets BRAID_REQUIRE_NATIVE=1")
+def test_compiled_walk_is_built() -> None:
+    """CI installs with a compiler: the traversal walk must have been built, or the tests that
+    compare it with the numpy walk would only skip."""
+    from braid.unify import _native
+
+    assert _native.walker is not None, "braid.unify._walk was not built by `pip install -e .`"

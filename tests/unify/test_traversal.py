@@ -12,12 +12,24 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from braid.unify import traversal
+from braid.unify import _native, traversal
 from braid.unify.index import ALWAYS, GraphIndex
 from braid.unify.schema import TABLES, conform
 from braid.unify.traversal import downstream, paths, reach, upstream
 
 UTC = timezone.utc
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def walker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on the compiled walk (unify/_walk.c) and on the numpy walk, the reference."""
+    if request.param == "numpy":
+        monkeypatch.setattr(_native, "walker", None)
+    elif _native.walker is None:
+        pytest.skip("the compiled walk is not built (or BRAID_WALK_PURE is set)")
+    return str(request.param)
+
+
 RESULT_EXTRA = {"depth": pl.Int64, "via_src": pl.String, "via_dst": pl.String, "via_kind": pl.String}
 
 
