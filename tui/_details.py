@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
+from textual.geometry import Size
 from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
@@ -161,6 +162,16 @@ def _thin(values: np.ndarray) -> list[float]:
 Part = Union[RenderableType, Widget]
 
 
+class _Body(Static):
+    """The pane's text. When a new node's text has another height, the layout resizes it, and
+    `Widget._size_updated` then sets `virtual_size` as a reactive that asks for a second layout
+    and a repaint of the same text. A Static does not scroll, so its virtual size is recorded
+    without that (as Textual does for a scroll-only layout); the pane's scrollbars still follow."""
+
+    def _size_updated(self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True) -> bool:
+        return super()._size_updated(size, virtual_size, container_size, layout=False)
+
+
 class DetailsPane(VerticalScroll):
     """Shows one node's facts; `show` replaces what is there.
 
@@ -180,7 +191,7 @@ class DetailsPane(VerticalScroll):
         self.dense: int | None = None
         self.explorer: Explorer | None = None  # the generation `dense` was read from
         self.can_focus = True
-        self._body = Static(classes="body")
+        self._body = _Body(classes="body")
         self._widgets: list[Widget] = []
 
     def compose(self) -> ComposeResult:

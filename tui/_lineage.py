@@ -5,6 +5,10 @@ Expanding a node reads one slice of the index's CSR arrays (`Explorer.entries`) 
 first `page_size` children; a "… N more" line loads the next page when selected. Nothing
 walks further than the level asked for, so a node with 100,000 neighbours opens as fast as a
 node with ten.
+
+A key step draws one frame: a page is added in one batch and laid out before the frame
+(`QuickTree`), and the scrollbar's gutter is kept, so the scrollbar a page brings in does not
+change the tree's width and make the next frame draw every line again.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from ._model import Branch, Entries, Explorer, Filters, evidence_text, node_text
+from ._quicktree import QuickTree
 
 if TYPE_CHECKING:
     from textual.widgets._tree import TreeDataType  # noqa: F401
@@ -50,8 +55,14 @@ class More:
 Data = Level | More
 
 
-class LineageTree(Tree[Data]):
+class LineageTree(QuickTree[Data]):
     """Lineage of one node, expanded lazily; posts `Focused` when the cursor rests on a node."""
+
+    # A page of children brings the vertical scrollbar in: with its gutter kept, the tree keeps
+    # its width, so the frame after it repaints the scrollbar and not every line of the tree.
+    DEFAULT_CSS = """
+    LineageTree { scrollbar-gutter: stable; }
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("right,l", "expand", "Expand", tooltip="Open the next level of lineage"),
@@ -101,6 +112,7 @@ class LineageTree(Tree[Data]):
                 self._load_page(group, level)
                 group.expand()
         root.expand()
+        self.lay_out()
         self.move_cursor(root)
 
     @staticmethod
@@ -123,21 +135,22 @@ class LineageTree(Tree[Data]):
         entries = level.entries
         start, stop = level.loaded, min(level.loaded + self.page_size, len(entries))
         nodes, edges, twins = entries.node[start:stop], entries.edge[start:stop], entries.twin[start:stop]
+        # a same_as twin under a group of its own keeps walking upstream; under a node, the
+        # direction its parent was walking
         branch: Branch = level.branch if level.branch in ("upstream", "downstream") else "upstream"
-        if level.group and level.branch == "same_as":
-            branch = "upstream"
-        for dense, edge, twin, row in zip(nodes.tolist(), edges.tolist(), twins.tolist(), explorer.rows(nodes)):
-            # a same_as twin under a group of its own keeps walking upstream; under a node, the
-            # direction its parent was walking
-            child = Level(dense, branch, edge=edge)
-            expandable = explorer.degree(dense, branch) > 0 or explorer.degree(dense, "same_as") > 0
-            parent.add(self._child_label(dense, edge, twin, row), data=child, allow_expand=expandable)
+        expandable = (explorer.degrees(nodes, branch) > 0) | (explorer.degrees(nodes, "same_as") > 0)
+        children: list[tuple[Text, Data, bool]] = [
+            (self._child_label(dense, edge, twin, row), Level(dense, branch, edge=edge), can_expand)
+            for dense, edge, twin, row, can_expand in zip(nodes.tolist(), edges.tolist(), twins.tolist(),
+                                                           explorer.rows(nodes), expandable.tolist())
+        ]
         level.loaded = stop
         left = len(entries) - stop
         if left > 0:
             label = Text(f"… {left:,} more", style="bold italic")
             label.append(f"  (enter loads {min(left, self.page_size):,})", style="dim")
-            parent.add_leaf(label, data=More(level))
+            children.append((label, More(level), False))
+        self.add_children(parent, children)
 
     # -- events ---------------------------------------------------------------------------
     def _on_tree_node_expanded(self, event: Tree.NodeExpanded[Data]) -> None:
@@ -146,6 +159,7 @@ class LineageTree(Tree[Data]):
             return
         data.entries = self.explorer.entries(data.dense, data.branch, self.filters, twins=True)
         self._load_page(node, data)
+        self.lay_out()
 
     def _on_tree_node_selected(self, event: Tree.NodeSelected[Data]) -> None:
         node = event.node
@@ -167,7 +181,15 @@ class LineageTree(Tree[Data]):
         line = more.line
         more.remove()
         self._load_page(parent, more.data.parent)
+        self.lay_out()
         self.cursor_line = line
+        # The cursor's line now holds the first new child: the line number did not change, so
+        # Tree posts no NodeHighlighted, and the details would stay on the node shown before.
+        # Posted to the app itself: bubbled up through the four containers around the tree, it
+        # would reach the app after the page's frame, and the details would need a frame more.
+        node = self.cursor_node
+        if node is not None and isinstance(node.data, Level):
+            self.app.post_message(self.Focused(node.data.dense))
 
     # -- actions --------------------------------------------------------------------------
     def action_expand(self) -> None:

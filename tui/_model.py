@@ -209,6 +209,11 @@ class Explorer:
         indptr = self._csr(branch).indptr
         return int(indptr[dense + 1] - indptr[dense])
 
+    def degrees(self, dense: np.ndarray, branch: Branch) -> np.ndarray:
+        """`degree` of each node in `dense`, as an array."""
+        indptr = self._csr(branch).indptr
+        return indptr[dense + 1] - indptr[dense]
+
     def keep(self, nodes: np.ndarray, filters: Filters, edges: np.ndarray | None = None) -> np.ndarray:
         """Boolean mask of `nodes` (and the `edges` that reached them) the filters let through."""
         keep = np.ones(nodes.size, np.bool_)

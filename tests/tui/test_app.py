@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from textual.widgets import OptionList, Sparkline
+from textual.widgets import OptionList, Sparkline, Tree
 
 from braid.tui import BraidApp
 from braid.tui._details import DetailsPane
@@ -231,6 +231,10 @@ def test_a_big_level_is_paged_and_big_results_are_paged(tmp_path: Path) -> None:
         await settle(pilot)
         lines = tree_lines(tree)
         assert sum("input  run mlflow" in line for line in lines) == 200 and lines[-1].strip().startswith("… 1,050 more")
+        # the cursor stays on its line, which now holds the page's first child: the details follow it
+        first = tree.root.children[1].children[100]
+        assert tree.cursor_node is first and app.details.dense == first.data.dense
+        assert f"run mlflow {app.explorer.row(first.data.dense)['name']}" in details_text(app)
         # results of a query reach the table a page at a time
         await pilot.press("colon")
         await type_text(pilot, "SELECT id FROM nodes")
@@ -242,6 +246,54 @@ def test_a_big_level_is_paged_and_big_results_are_paged(tmp_path: Path) -> None:
         await pilot.press("ctrl+end")
         await settle(pilot)
         assert PAGE_ROWS < table.row_count < 1251
+
+    drive(app, scenario)
+
+
+def _cells(strip) -> list[tuple[str, object]]:  # type: ignore[no-untyped-def]
+    return [(char, segment.style) for segment in strip for char in segment.text]
+
+
+def test_the_lineage_tree_draws_each_line_as_textual_tree_does(workspace) -> None:  # type: ignore[no-untyped-def]
+    """The lineage tree draws its lines itself (`QuickTree`, for speed): every cell, its text and
+    its style (colours, the cursor, hover, guides, the line and node ids a click reads), must be
+    what Textual's `Tree._render_line` draws, in every state a line can be in."""
+    app = BraidApp(workspace.stable, node=VERSION, page_size=2)  # pages of 2: "… more" lines too
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        tree = app.query_one(LineageTree)
+        # the model, its run trial-2 (two children and "… 2 more"), the run's test dataset
+        await pilot.press("down", "down", "right", "down", "right", "down", "down", "right")
+        await settle(pilot)
+        lines = len(tree._tree_lines)
+        drawn = "\n".join(tree_lines(tree))
+        assert lines > 8 and "… 2 more" in drawn and "≡ same_as" in drawn, drawn
+        checked = 0
+
+        async def compare(state: str) -> None:
+            nonlocal checked
+            await settle(pilot)
+            base = tree.rich_style
+            for y in range(lines):
+                tree._line_cache.clear()
+                textual = _cells(Tree._render_line(tree, y, 0, 1000, base))
+                tree._line_cache.clear()
+                tree._frame_base = base  # as within a frame
+                try:
+                    ours = _cells(tree._render_line(y, 0, 1000, base))
+                finally:
+                    tree._frame = tree._frame_base = None
+                assert ours == textual, (state, y, tree_lines(tree)[y])
+                checked += 1
+
+        await compare("focused, cursor on the test dataset")
+        tree.hover_line = 3
+        await compare("hovering over a line with children")
+        tree.cursor_line = 0
+        await compare("cursor on the root")
+        app.set_focus(None)
+        await compare("not focused")
+        assert checked == 4 * lines
 
     drive(app, scenario)
 
