@@ -2,7 +2,8 @@
 wandb SDK, read back with braid's W&B reader and compared field by field with what the source
 tools recorded (the MLflow client's own answers, braid's DVC tables), independently of migrate's
 own verification. Then the round trip MLflow -> W&B -> MLflow, interruptions (the SDK failing
-mid-run, a killed process) and re-runs.
+mid-run, a killed process) and re-runs. Each run's files are one artifact of the W&B run: hashed
+here from the source's disk, and read back from the manifests and the SDK's staged copies.
 
 Nothing reaches the network: WANDB_MODE=offline, no API key, and proxies pointing at a closed
 port, so that any request wandb-core tried would fail and be logged in the run folders.
@@ -10,6 +11,8 @@ port, so that any request wandb-core tried would fail and be logged in the run f
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
@@ -50,8 +53,10 @@ WANDB_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed", 
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
+    # where the SDK stages artifact bytes until `wandb sync`: one folder for the session, not ~/.local
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path_factory.getbasetemp() / "wandb-data"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
@@ -80,6 +85,8 @@ def source(sqlite_store: MlflowStore, tmp_path_factory: pytest.TempPathFactory) 
                Metric("_step", 3.0, T0, 0), Metric("eval/acc.top1", 0.25, T0 + 60, 2)]
     client.log_batch(rid, metrics=points)
     client.log_param(rid, "prompt", "short for now")
+    client.log_text(rid, "a,b\n1,2\n", "data/train.csv")  # the run's files
+    client.log_dict(rid, {"deep": [1, 2]}, "nested/a/b/config.json")
     client.log_param(rid, "braid.note", "a key in braid's own config namespace")
     client.set_terminated(rid, "KILLED", end_time=T0 + 60_000)
     running = client.create_run(exp, start_time=T0 + 500, run_name="still running", tags={"mlflow.user": "bob"})
@@ -151,6 +158,34 @@ def of_run(tables: dict[str, pl.DataFrame], table: str, run: str) -> pl.DataFram
 def run_attrs(tables: dict[str, pl.DataFrame]) -> dict[str, dict]:
     runs = tables["nodes"].filter(pl.col("kind") == "run")
     return {n["id"]: json.loads(n["attrs"]) for n in runs.iter_rows(named=True)}
+
+
+def source_run_files(source: SourceSpec) -> dict[str, dict[str, str]]:
+    """Each live run's files on the source's disk, hashed here: run id -> path -> md5."""
+    out = {}
+    for run_id, fact in recorded(source).items():
+        root = Path(fact["info"].artifact_uri.removeprefix("file://"))
+        out[run_id] = {p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+                       for p in root.rglob("*") if p.is_file()} if root.is_dir() else {}
+    return out
+
+
+def target_run_files(tables: dict[str, pl.DataFrame], run: str) -> dict[str, tuple[str, str]]:
+    """path -> (md5, the SDK's staged copy) of the files in the artifacts a W&B run logged, as
+    braid's reader reads the manifests (`output` edge to the artifact, `part_of` from each file)."""
+    edges = tables["edges"]
+    logged = edges.filter((pl.col("kind") == "output") & (pl.col("src") == run))["dst"].to_list()
+    files = edges.filter((pl.col("kind") == "part_of") & pl.col("dst").is_in(logged))["src"].to_list()
+    out = {}
+    for node in tables["nodes"].filter(pl.col("id").is_in(files)).iter_rows(named=True):
+        attrs = json.loads(node["attrs"])
+        assert node["id"] == f"{logged[0]}/{attrs['path']}"
+        out[attrs["path"]] = (node["digest"].removeprefix("md5:"), attrs["staged"])
+    return out
+
+
+def md5_file(path: str | Path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
 def comparable(values: list[tuple]) -> list[tuple]:
@@ -285,6 +320,56 @@ def test_report_says_what_history_could_not_hold(migrated: tuple) -> None:
     assert report.verification["metric_point"]["source"] == points["carried"] + 2
 
 
+def test_run_files_arrive_in_the_runs_artifact(source: SourceSpec, migrated: tuple) -> None:
+    target, _, report = migrated
+    tables, ids = read_target(target)
+    on_disk = source_run_files(source)
+    total = sum(map(len, on_disk.values()))
+    assert total >= 3  # the fixture store's files and the two of the run "edges"
+    for run_id, files in on_disk.items():
+        got = target_run_files(tables, ids[run_id])
+        # every file at its path with the source's bytes, in the run's one artifact
+        assert {path: md5 for path, (md5, _) in got.items()} == files, run_id
+        # and the copy the SDK staged, which `wandb sync` uploads, holds those bytes
+        assert {path: md5_file(staged) for path, (_, staged) in got.items()} == files, run_id
+        if files:
+            wid = ids[run_id].rsplit("/", 1)[-1]
+            artifact = tables["nodes"].filter(pl.col("id") == next(iter(
+                tables["edges"].filter((pl.col("kind") == "output") & (pl.col("src") == ids[run_id]))["dst"])))
+            assert artifact["name"].to_list() == [f"run-{wid}"] and artifact["kind"].to_list() == ["artifact"]
+    assert report.kinds["artifact"].carried == report.created["artifact files"] == total
+    assert report.verification["artifact"]["source"] == total
+    assert report.verification["artifact"]["missing"] == report.verification["artifact"]["unexpected"] == 0
+
+
+def test_symlink_out_of_the_source_run_is_not_followed(tmp_path: Path) -> None:
+    from braid.unify.migrate._artifacts import LINK_OUT
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the target")
+    uri = f"sqlite:///{tmp_path / 'src.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("links", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(exp, run_name="linked")
+    client.log_text(run.info.run_id, "fine", "ok.txt")
+    root = Path(run.info.artifact_uri.removeprefix("file://"))
+    (root / "leak.txt").symlink_to(secret)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    target = wandb_target(tmp_path)
+    report = migrate(SourceSpec("old", "mlflow", {"uri": uri}, base_dir=tmp_path), target,
+                     catalog=tmp_path / ".braid")
+    assert report.kinds["artifact"].not_carried == {LINK_OUT: 1}
+    assert report.kinds["artifact"].carried == 1
+    assert report.verified, report.summary()
+    tables, ids = read_target(target)
+    got = target_run_files(tables, ids[run.info.run_id])
+    assert {path: md5 for path, (md5, _) in got.items()} == {"ok.txt": hashlib.md5(b"fine").hexdigest()}
+    assert IdMap.load(tmp_path / ".braid", "old", "wb").get("artifacts", run.info.run_id)["refused"] == \
+        [["leak.txt", LINK_OUT]]
+    written = [*(tmp_path / "wandb").rglob("*"), *(Path(staged) for _, staged in got.values())]
+    assert "not for the target" not in "".join(p.read_text(errors="replace") for p in written if p.is_file())
+
+
 def test_second_run_creates_nothing(source: SourceSpec, migrated: tuple) -> None:
     target, work, first = migrated
     before = {p.name: p.stat().st_mtime_ns for p in (work / "wandb").glob("offline-run-*/run-*.wandb")}
@@ -292,6 +377,8 @@ def test_second_run_creates_nothing(source: SourceSpec, migrated: tuple) -> None
     assert not again.created, again.created
     assert again.reused["runs"] == first.created["runs"] == len(before)
     assert again.verified
+    # the files are counted from the id map's record of the first copy
+    assert again.kinds["artifact"].as_dict() == first.kinds["artifact"].as_dict()
     after = {p.name: p.stat().st_mtime_ns for p in (work / "wandb").glob("offline-run-*/run-*.wandb")}
     assert after == before
 
@@ -380,7 +467,8 @@ def test_cli_killed_mid_run_then_resume(source: SourceSpec, migrated: tuple, tmp
             time.sleep(0.2)
         assert proc.poll() is None, "the migration finished before it could be killed"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the process group: braid and its wandb-core
+        with contextlib.suppress(ProcessLookupError):  # a process that ended early fails the assert above
+            os.killpg(proc.pid, signal.SIGKILL)  # the process group: braid and its wandb-core
         proc.wait(timeout=30)
     half = list(staging.glob("*/wandb/offline-run-*"))
     assert half  # what the kill left
@@ -405,6 +493,11 @@ def test_cli_killed_mid_run_then_resume(source: SourceSpec, migrated: tuple, tmp
             a = of_run(resumed, table, wid).drop(drop).sort(pl.all())
             b = of_run(first, table, first_ids[run_id]).drop(drop).sort(pl.all())
             assert a.with_columns(pl.all().cast(pl.String)).equals(b.with_columns(pl.all().cast(pl.String))), table
+        files = target_run_files(resumed, wid)
+        assert {p: m for p, (m, _) in files.items()} == \
+            {p: m for p, (m, _) in target_run_files(first, first_ids[run_id]).items()}
+        assert all(md5_file(staged) == md5 for md5, staged in files.values())
+    assert report["kinds"]["artifact"]["carried"] == sum(map(len, source_run_files(source).values()))
 
 
 # -- MLflow -> W&B -> MLflow ---------------------------------------------------------------------
@@ -489,9 +582,28 @@ def test_dvc_to_wandb(dvc_repos: DvcRepos, tmp_path: Path) -> None:
         params = dict(of_run(tables, "params", ids[child]).select("key", "value").iter_rows())
         assert params["braid.parent_id"] == ids[parent].rsplit("/", 1)[-1]
         assert wattrs[ids[child]]["group"] == wattrs[ids[parent]]["group"]
+    # the files each run wrote (its outs, the members of a directory out), at their DVC paths with
+    # the md5 DVC recorded, in the run's artifact and in the SDK's staged copy
+    outs = src["edges"].filter(pl.col("kind") == "output").select(run="src", out="dst")
+    members = src["edges"].filter(pl.col("kind") == "part_of").select(file="src", out="dst")
+    files = pl.concat([outs.join(members, on="out").select("run", "file"),
+                       outs.filter(~pl.col("out").is_in(members["out"].implode())).select("run", file="out")])
+    nodes = src["nodes"].select(file="id", md5=pl.col("digest").str.strip_prefix("md5:"),
+                                path=pl.col("attrs").str.json_path_match("$.path"))
+    recorded_files = files.join(nodes, on="file")
+    refused = IdMap.load(tmp_path / ".braid", "pipe", "wb").data["artifacts"]
+    carried = 0
+    for run_id, wid in ids.items():
+        want = dict(recorded_files.filter(pl.col("run") == run_id).select("path", "md5").iter_rows())
+        got = target_run_files(tables, wid)
+        not_here = {path for path, _ in refused[run_id.removeprefix("pipe:run/")]["refused"]}
+        assert {p: m for p, (m, _) in got.items()} == {p: m for p, m in want.items() if p not in not_here}, run_id
+        assert all(md5_file(staged) == md5 for md5, staged in got.values())
+        carried += len(got)
+    assert carried > 0 and report.kinds["artifact"].carried == carried
+    assert carried + sum(report.kinds["artifact"].not_carried.values()) == recorded_files.height
     # what an offline W&B run cannot hold is reported, not dropped silently
     kinds = report.as_dict()["kinds"]
-    assert kinds["dataset_input"]["transformed"] and kinds["artifact"]["not_carried"]
-    assert kinds["dataset_output"]["not_carried"]
+    assert kinds["dataset_input"]["transformed"] and kinds["dataset_output"]["transformed"]
     again = migrate(spec, target, catalog=tmp_path / ".braid")
     assert again.verified and not again.created.get("runs")

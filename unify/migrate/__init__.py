@@ -34,7 +34,7 @@ from mlflow.exceptions import MlflowException
 from braid.unify.errors import BraidError, MigrationTargetError, MigrationUsageError
 from braid.unify.source import Progress, SourceSpec, no_progress
 
-from ._artifacts import copied, copy_artifacts, mlflow_files, verify_artifacts
+from ._artifacts import copy_artifacts, mlflow_files, report_copies, verify_artifacts
 from ._cache_files import tool_files, verify_tool_artifacts
 from ._idmap import IdMap
 from ._models import carry_models, verify_models
@@ -120,7 +120,7 @@ def migrate(
     long_values = _long_values(plan, idmap, target_read, long_value_path)
     report.verification = (verify(plan, target_read, long_values) if from_mlflow
                            else verify_source(plan, source.tool, target_read, long_values))
-    _artifact_report(report, plan, idmap)
+    report_copies(report, plan, idmap)
     for what, n in (("artifact files", files_copied), ("logged_models", models_created)):
         if n:
             report.created[what] += n
@@ -170,13 +170,6 @@ def _client(spec: SourceSpec) -> MlflowClient:
     return MlflowClient(uri, uri)
 
 
-def _artifact_report(report: Report, plan: Plan, idmap: IdMap) -> None:
-    """The artifact files as copied: the plan counted the source's listing, the copy knows better."""
-    done, refused, _ = copied(plan, idmap)
-    kind = report.kinds["artifact"]
-    kind.carried, kind.not_carried = done, refused
-
-
 def _long_values(plan: Plan, idmap: IdMap, target: SourceRead, path_of: object) -> dict[tuple[str, str, str], str]:
     """The full text of every value written as an artifact, read back from the target."""
     import mlflow.artifacts
@@ -212,7 +205,7 @@ def _migrate_to_wandb(source: SourceSpec, target: SourceSpec, plan: Plan, *, cat
     idmap = IdMap.load(catalog, source.name, target.name)
     if dry_run:
         return _planned(report, plan, idmap)
-    writer = WandbWriter(target, plan, source.tool)
+    writer = WandbWriter(target, plan, source)
     try:
         writer.runs(idmap, progress)
     except BraidError:
@@ -224,5 +217,6 @@ def _migrate_to_wandb(source: SourceSpec, target: SourceSpec, plan: Plan, *, cat
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
             hint="finished run folders are kept; run the same migration again to continue") from None
     report.created, report.reused = writer.created, writer.reused
-    report.verification = verify_wandb(plan, source.tool, writer.read_back())
+    report.verification = verify_wandb(plan, source.tool, writer.read_back(), idmap)
+    report_copies(report, plan, idmap, keep=(WANDB_FIELDS["artifact"]["model_files"][1],))
     return report

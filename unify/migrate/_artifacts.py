@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 from mlflow import MlflowClient
@@ -44,6 +45,9 @@ from braid.connectors.mlflow._artifacts import local_root
 
 from ._idmap import IdMap
 from ._plan import LONG_VALUE_DIR, Plan, SourceRead
+
+if TYPE_CHECKING:
+    from ._report import Report
 
 Step = Callable[[str, int, int | None], None]
 
@@ -243,6 +247,15 @@ def copy_artifacts(plan: Plan, idmap: IdMap, files_of: RunFiles, target: MlflowC
             now += tally.copied
         step("artifacts", n + 1, len(plan.run_ids))
     return now
+
+
+def report_copies(report: Report, plan: Plan, idmap: IdMap, *, keep: tuple[str, ...] = ()) -> None:
+    """The artifact files as copied: the plan counted the source's listing, the copy knows better
+    (a file refused is not carried, under its reason); reasons in `keep` were decided by the plan."""
+    done, refused, _ = copied(plan, idmap)
+    kind = report.kinds["artifact"]
+    kind.carried = done
+    kind.not_carried = Counter({k: n for k, n in kind.not_carried.items() if k in keep}) + refused
 
 
 def copied(plan: Plan, idmap: IdMap) -> tuple[int, Counter[str], set[tuple[str, str]]]:

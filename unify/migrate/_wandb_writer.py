@@ -26,6 +26,10 @@ follow it. What the SDK does, found by writing folders with wandb 0.31 and readi
   repository braid runs in); the environment record otherwise describes the writing process.
 - Offline runs cannot record inputs (`use_artifact` raises in offline mode) nor registry links
   (`link_artifact` raises NotImplementedError): dataset inputs travel in config (`braid.datasets`).
+- Offline runs do log artifacts: `run.log_artifact` writes the manifest (path, base64 md5, size)
+  into the run log and `add_dir`/`add_file` copy each file into the SDK's staging folder (the
+  manifest's `local_path`), where `wandb sync` uploads it from. A run's files are staged by
+  `_artifacts.copy_files` first (every path checked) and logged as one artifact per run.
 - `run.finish()` returns before wandb-core has written the log to its end (`finished_log` waits),
   and wandb-core writes the environment record, where the username is, on its own schedule: a
   short run is now and then closed without it, and is then written again.
@@ -61,6 +65,8 @@ from braid.connectors.wandb._folders import open_files
 from braid.unify.errors import MigrationUsageError
 from braid.unify.source import Progress, SourceSpec, no_progress
 
+from ._artifacts import ArtifactCopy, Download, RunFiles, SourceFile, copied, copy_files, mlflow_files
+from ._cache_files import _path, output_files, tool_files
 from ._idmap import IdMap
 from ._plan import DELETED, PARENT_NOT_MIGRATED, How, Plan
 from ._report import EXAMPLES, KindReport, Report, _compare
@@ -79,6 +85,13 @@ RESERVED_PARAM_KEYS = ("_wandb",)
 CONFIG = "braid"
 # where a run is written before it is complete: a folder braid's reader and `wandb sync` skip
 STAGING = Path(".braid") / "migrate-staging"
+# each run's files are one artifact of this type, named this prefix and the W&B run id; W&B's
+# reader calls a type other than dataset/model an `artifact`
+ARTIFACT_TYPE = "run-files"
+ARTIFACT_PREFIX = "run-"
+# the caller's WANDB_* variables kept while writing: where the SDK stages artifact bytes until
+# `wandb sync` (the user's choice of disk; the run records the staged path, not a setting)
+KEPT_VARIABLES = ("WANDB_DATA_DIR",)
 # how often a run is written before its missing environment record (its username) is left to the check
 ENVIRONMENT_ATTEMPTS = 5
 # how long wandb-core may take to write a finished run's log to the end
@@ -113,6 +126,9 @@ PARENT_LINK = (f"W&B has no parent runs: config {CONFIG}.parent_id names the par
                "and its descendants share one W&B group (the top parent's run id)")
 DATASETS = (f"offline W&B runs cannot record inputs (use_artifact raises in offline mode): each dataset's name, "
             f"digest, source, schema, profile and input tags are config {CONFIG}.datasets")
+ARTIFACT_BYTES = (f"each run's files are one W&B artifact of the run (type {ARTIFACT_TYPE!r}, named "
+                  f"{ARTIFACT_PREFIX}<W&B run id>), at their source paths, every path checked to stay inside the "
+                  "artifact folder; the SDK stages the bytes for `wandb sync`")
 NO_REGISTRY = "a W&B registry link needs the W&B server (link_artifact raises in offline mode)"
 
 # entity kind -> field (or case) -> (how, why): what happens on the way into a W&B run folder.
@@ -159,10 +175,13 @@ WANDB_FIELDS: dict[str, dict[str, tuple[How, str]]] = {
                     "outside": ("not_carried", f"{PARENT_NOT_MIGRATED} (its source id is config "
                                                f"{CONFIG}.source_parent_id)")},
     "dataset_input": {"dataset": ("transformed", DATASETS)},
-    "dataset_output": {"dataset": ("not_carried", "a dataset a run wrote is a W&B artifact, and artifact bytes "
-                                                  "are not copied by this version of braid migrate")},
+    "dataset_output": {"dataset": ("transformed", f"a dataset a run wrote: its files are in the run's "
+                                                  f"{ARTIFACT_TYPE!r} artifact (artifact bytes), not a W&B dataset "
+                                                  f"artifact of its own")},
     "other_input": {"file": ("not_carried", "a model or file a run read: offline W&B runs cannot record inputs")},
-    "artifact": {"bytes": ("not_carried", "artifact bytes are not copied by this version of braid migrate")},
+    "artifact": {"bytes": ("carried", ARTIFACT_BYTES),
+                 "model_files": ("not_carried", "a logged model's files: MLflow 3 LoggedModels have no W&B "
+                                                "counterpart the SDK writes offline")},
     "registered_model": {"name": ("not_carried", NO_REGISTRY)},
     "model_version": {"version": ("not_carried", NO_REGISTRY)},
     "alias": {"alias": ("not_carried", NO_REGISTRY)},
@@ -197,6 +216,11 @@ def wandb_run_id(source: str, run_uuid: str) -> str:
     'b7d8440734da7710be05'
     """
     return hashlib.blake2b(f"{source}\x00{run_uuid}".encode(), digest_size=10).hexdigest()
+
+
+def artifact_name(wid: str) -> str:
+    """The W&B artifact holding the files of the run `wid`."""
+    return ARTIFACT_PREFIX + wid
 
 
 def project_name(experiment: str | None) -> str:
@@ -362,14 +386,18 @@ def expected_wandb_report(plan: Plan, tool: str, *, dry_run: bool) -> Report:
 
 
 def _mlflow_only(plan: Plan, kinds: dict[str, KindReport]) -> None:
-    """What an MLflow store holds beyond runs: none of it reaches an offline W&B folder."""
+    """What an MLflow store holds beyond runs: the runs' files (those braid lists on a local root;
+    a remote root's are counted as they are copied, `report_copies`); the rest reaches no offline
+    W&B folder."""
     raw = plan.read.raw
     versions = raw["model_versions"].filter(pl.col("current_stage").fill_null("") != "Deleted_Internal")
-    artifacts = raw["artifacts"].filter((pl.col("owner_kind") != "run") | pl.col("owner").is_in(plan.run_ids))
+    run_files = raw["artifacts"].filter((pl.col("owner_kind") == "run") & pl.col("owner").is_in(plan.run_ids))
+    model_files = raw["artifacts"].filter(pl.col("owner_kind") != "run")
     models = raw["logged_models"].filter(pl.col("lifecycle_stage").fill_null("active") != "deleted")
     for kind, case, n in (("registered_model", "name", raw["registered_models"].height),
                           ("model_version", "version", versions.height), ("alias", "alias", raw["aliases"].height),
-                          ("artifact", "bytes", artifacts.height), ("logged_model", "model", models.height)):
+                          ("artifact", "bytes", run_files.height), ("artifact", "model_files", model_files.height),
+                          ("logged_model", "model", models.height)):
         _count(kinds, kind, case, n)
 
 
@@ -403,7 +431,7 @@ def _source_only(plan: Plan, tool: str, kinds: dict[str, KindReport]) -> None:
                                                         & pl.col("src").is_in(planned))["dst"].to_list())
     for kind, case, n in (("other_input", "file", sum(kind_of.get(s) != "dataset" for s in ins)),
                           ("dataset_output", "dataset", outs["dataset"]),
-                          ("artifact", "bytes", outs["artifact"] + outs["model"]),
+                          ("artifact", "bytes", output_files(g, planned).height),
                           ("model_version", "version", g["registry"].height if "registry" in g else 0)):
         _count(kinds, kind, case, n)
 
@@ -413,11 +441,12 @@ def _source_only(plan: Plan, tool: str, kinds: dict[str, KindReport]) -> None:
 @contextlib.contextmanager
 def offline_sdk() -> Iterator[Any]:
     """The wandb SDK, offline and silent, with no WANDB_* variable of the caller's shell in play
-    (WANDB_RUN_ID, WANDB_TAGS, WANDB_ENTITY... would change what is written); stdout kept for the
-    report. Restored afterwards."""
+    (WANDB_RUN_ID, WANDB_TAGS, WANDB_ENTITY... would change what is written) but those saying
+    where bytes go on disk (`KEPT_VARIABLES`); stdout kept for the report. Restored afterwards."""
     saved = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
     for key in saved:
-        del os.environ[key]
+        if key not in KEPT_VARIABLES:
+            del os.environ[key]
     os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DISABLE_CODE="true")
     import wandb
 
@@ -430,7 +459,7 @@ def offline_sdk() -> Iterator[Any]:
     finally:
         if fresh and wandb.run is None:
             wandb.teardown()
-        for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        for key in [k for k in os.environ if k.startswith("WANDB_") and k not in KEPT_VARIABLES]:
             del os.environ[key]
         os.environ.update(saved)
 
@@ -453,11 +482,12 @@ def finished_log(log: Path, *, timeout: float = FLUSH_TIMEOUT) -> Segment:
 
 
 class WandbWriter:
-    """Writes the planned runs as W&B offline run folders into one folder."""
+    """Writes the planned runs of `source` as W&B offline run folders into one folder."""
 
-    def __init__(self, spec: SourceSpec, plan: Plan, tool: str) -> None:
-        self.spec, self.plan, self.tool = spec, plan, tool
+    def __init__(self, spec: SourceSpec, plan: Plan, source: SourceSpec) -> None:
+        self.spec, self.plan, self.source, self.tool = spec, plan, source, source.tool
         self.folder = wandb_folder(spec)
+        self._files_of: RunFiles | None = None
         self.entity = spec.options.get("entity")
         self.created: Counter[str] = Counter()
         self.reused: Counter[str] = Counter()
@@ -471,6 +501,21 @@ class WandbWriter:
             if (folder / f"run-{wid}.wandb").is_file():
                 return folder
         return None
+
+    def files_of(self, run_uuid: str) -> tuple[list[SourceFile], str | None, Download]:
+        """A source run's files: the MLflow source's artifact listing, or what a DVC run wrote
+        (found in the DVC cache, checked by md5). Looked up once, when the first run is written."""
+        if self._files_of is None:
+            if self.tool == "mlflow":
+                from mlflow import MlflowClient
+
+                from ._mlflow_writer import writer_uri
+
+                uri = writer_uri(self.source)
+                self._files_of = mlflow_files(self.plan, MlflowClient(uri, uri))
+            else:
+                self._files_of = tool_files(self.source, self.plan)
+        return self._files_of(run_uuid)
 
     def native_id(self, project: str, wid: str) -> str:
         return f"{self.entity or 'offline'}/{project}/{wid}"
@@ -507,17 +552,27 @@ class WandbWriter:
                     self.reused["runs (found finished in the target folder)"] += 1
                 else:
                     parts = {name: frames.get(run_uuid) for name, frames in by_run.items()}
-                    self._run(wandb, info[run_uuid], project, wid, parts, parent, top, jobs)
+                    folder, tally = self._run(wandb, info[run_uuid], project, wid, parts, parent, top, jobs)
+                    # the files' outcome first: a kill after the rename adopts the folder with it
+                    idmap.set("artifacts", run_uuid, tally.entry())
+                    idmap.save()
+                    os.replace(folder, self.folder / folder.name)  # complete: only now does the target hold it
+                    shutil.rmtree(self.staging(wid), ignore_errors=True)
                     idmap.set_run(run_uuid, self.native_id(project, wid), done=True)
                     idmap.save()
                     self.created["runs"] += 1
+                    if tally.copied:
+                        self.created["artifact files"] += tally.copied
                 progress("runs", n + 1, len(plan.run_ids))
         with contextlib.suppress(OSError):  # empty staging folders: nothing was left half-written
             (self.folder / STAGING).rmdir()
             (self.folder / STAGING.parent).rmdir()
 
     def _run(self, wandb: Any, info: dict[str, Any], project: str, wid: str, parts: dict[str, pl.DataFrame | None],
-             parent: dict[str, str], top: dict[str, str], jobs: dict[str, str]) -> None:
+             parent: dict[str, str], top: dict[str, str], jobs: dict[str, str]) -> tuple[Path, ArtifactCopy]:
+        """The run written by the SDK into its staging folder, with its files staged by
+        `copy_files` (each path checked) and logged as one artifact: (the finished run folder, what
+        the files' copy did)."""
         run_uuid, source = info["run_uuid"], self.plan.source
         tags = tag_fates(parts["tags"] if parts["tags"] is not None
                          else pl.DataFrame(schema={"key": pl.String, "value": pl.String}))
@@ -555,20 +610,30 @@ class WandbWriter:
         if parts["metrics"] is not None:
             rows = parts["metrics"].filter(pl.col("fate").is_in(WRITTEN)).sort("step", "key") \
                 .group_by("step", maintain_order=True).agg("key", "value", pl.col("row_timestamp").first())
-        stage = self.staging(wid)
-        for _ in range(ENVIRONMENT_ATTEMPTS):
-            folder = self._write(wandb, stage, init, rows, EXIT_CODES[status])
-            # wandb-core writes the environment record (which holds the username) on its own
-            # schedule and can close a short run without it (about 1 run in 50): write it again;
-            # after the last attempt the read-back check reports the missing user
-            if finished_log(folder / f"run-{wid}.wandb").environment.get("username", "") == user:
-                break
-        os.replace(folder, self.folder / folder.name)  # complete: only now does the target hold it
-        shutil.rmtree(stage, ignore_errors=True)
+        stage, written = self.staging(wid), []
+
+        def write(files: str | None) -> None:
+            for _ in range(ENVIRONMENT_ATTEMPTS):
+                folder = self._write(wandb, stage, init, rows, EXIT_CODES[status], files)
+                # wandb-core writes the environment record (which holds the username) on its own
+                # schedule and can close a short run without it (about 1 run in 50): write it again;
+                # after the last attempt the read-back check reports the missing user
+                if finished_log(folder / f"run-{wid}.wandb").environment.get("username", "") == user:
+                    break
+            written.append(folder)
+
+        tally = ArtifactCopy()
+        files, root, download = self.files_of(run_uuid)
+        copy_files(files, root, download, write, tally)  # writes the run while the staged files exist
+        if not written:  # no file to log
+            write(None)
+        return written[-1], tally
 
     @staticmethod
-    def _write(wandb: Any, stage: Path, init: dict[str, Any], rows: pl.DataFrame | None, exit_code: int) -> Path:
-        """One run written by the SDK into an empty staging folder; returns its run folder."""
+    def _write(wandb: Any, stage: Path, init: dict[str, Any], rows: pl.DataFrame | None, exit_code: int,
+               files: str | None) -> Path:
+        """One run written by the SDK into an empty staging folder, with the staged `files` folder
+        as its artifact; returns its run folder."""
         shutil.rmtree(stage, ignore_errors=True)  # what a killed or earlier attempt left of this run
         stage.mkdir(parents=True)
         run = None
@@ -578,6 +643,10 @@ class WandbWriter:
                 row = dict(zip(keys, values, strict=True))
                 row["_timestamp"] = when / 1000
                 run.log(row, step=step)
+            if files is not None:
+                artifact = wandb.Artifact(artifact_name(init["id"]), type=ARTIFACT_TYPE)
+                artifact.add_dir(files)
+                run.log_artifact(artifact)
             run.finish(exit_code=exit_code)
         except BaseException:
             if run is not None:
@@ -601,9 +670,10 @@ class WandbWriter:
 
 # -- verification -------------------------------------------------------------------------------
 
-def verify_wandb(plan: Plan, tool: str, target: dict[str, pl.DataFrame]) -> dict[str, dict[str, Any]]:
+def verify_wandb(plan: Plan, tool: str, target: dict[str, pl.DataFrame], idmap: IdMap) -> dict[str, dict[str, Any]]:
     """Compare the source (the planned runs, mapped through the declaration) with the target
-    folder read back by braid's W&B reader; target runs are matched by config braid.source_id."""
+    folder read back by braid's W&B reader; target runs are matched by config braid.source_id,
+    and the files refused on the way (the id map's tally) are not expected."""
     src, g = plan.source, plan.read.graph
     params_t = target.get("params", pl.DataFrame(schema={"run_id": pl.String, "key": pl.String, "value": pl.String}))
     ours = params_t.filter((pl.col("key") == f"{CONFIG}.source") & (pl.col("value") == src))["run_id"]
@@ -698,4 +768,42 @@ def verify_wandb(plan: Plan, tool: str, target: dict[str, pl.DataFrame]) -> dict
     actual_inputs = [(r, dataset(d)) for r, text in own_value("datasets").iter_rows() for d in json.loads(text)]
     out["dataset_input"] = _compare(pl.DataFrame(expected_inputs, schema=schema, orient="row"),
                                     pl.DataFrame(actual_inputs, schema=schema, orient="row"))
+    out["artifact"] = _compare(planned_files(plan, tool, idmap), logged_files(target, to_source))
     return out
+
+
+FILE_SCHEMA = {"run_id": pl.String, "path": pl.String, "md5": pl.String}
+
+
+def planned_files(plan: Plan, tool: str, idmap: IdMap) -> pl.DataFrame:
+    """(run node, path, md5) of the planned runs' files as the source recorded them (MLflow:
+    braid's listing of a local artifact root, so a remote root's files read back as unexpected;
+    DVC: the md5 in dvc.lock / .dvc), but those the copy refused (the id map's tally)."""
+    src = plan.source
+    if tool == "mlflow":
+        files = plan.read.raw["artifacts"].filter((pl.col("owner_kind") == "run") & pl.col("owner").is_in(plan.run_ids))
+        files = files.select(owner="owner", path="path", md5="md5")
+    else:
+        g = plan.read.graph
+        nodes = g["nodes"].select(file="id", md5=pl.col("digest").str.extract(r"^md5:([0-9a-f]{32})$", 1), path=_path())
+        files = output_files(g, [f"{src}:run/{r}" for r in plan.run_ids]).join(nodes, on="file").select(
+            owner=pl.col("run").str.strip_prefix(f"{src}:run/"), path="path", md5="md5")
+    _, _, refused = copied(plan, idmap)
+    refused_files = pl.DataFrame(list(refused), schema={"owner": pl.String, "path": pl.String}, orient="row")
+    return files.join(refused_files, on=["owner", "path"], how="anti").select(
+        run_id=pl.lit(f"{src}:run/") + pl.col("owner"), path="path", md5="md5").unique().sort(pl.all())
+
+
+def logged_files(target: dict[str, pl.DataFrame], to_source: dict[str, str]) -> pl.DataFrame:
+    """(source run node, path, md5) of the files in each migrated run's own artifact
+    (`artifact_name`), as braid's W&B reader reads the manifests: the artifact the run logged
+    (`output`), its files (`part_of`)."""
+    edges = target.get("edges", pl.DataFrame(schema={"src": pl.String, "dst": pl.String, "kind": pl.String}))
+    logged = edges.filter((pl.col("kind") == "output") & pl.col("src").is_in(list(to_source))).select(
+        run="src", artifact="dst", own=pl.lit(ARTIFACT_PREFIX) + pl.col("src").str.split("/").list.last())
+    members = edges.filter(pl.col("kind") == "part_of").select(file="src", artifact="dst")
+    nodes = target["nodes"].select(
+        file="id", md5=pl.col("digest").str.extract(r"^md5:([0-9a-f]{32})$", 1),
+        path=pl.col("attrs").str.json_path_match("$.path"), name=pl.col("attrs").str.json_path_match("$.artifact"))
+    files = logged.join(members, on="artifact").join(nodes, on="file").filter(pl.col("name") == pl.col("own"))
+    return files.select(run_id=pl.col("run").replace_strict(to_source), path="path", md5="md5").cast(FILE_SCHEMA)
