@@ -112,7 +112,8 @@ def reach_frame(
     base: dict[str, object] = {"__node": found.node, "depth": found.depth, "__via": found.via}
     if starts is not None:
         assert found.start is not None
-        base["start"] = starts.gather(found.start)
+        # the start's text is gathered only if the query reads it (joins use the twin `__start`)
+        base["__startpos"] = found.start
         base["__start"] = pl.Series(index.lookup(starts)).gather(found.start)
     else:  # one start, or null: several walked as one
         dense = int(index.lookup([start])[0]) if start is not None else -1
@@ -129,6 +130,8 @@ def reach_frame(
     lazy["via_src"] = pl.lit(nodes.get_column("id")).gather(end_key("src"))
     lazy["via_dst"] = pl.lit(nodes.get_column("id")).gather(end_key("dst"))
     lazy["via_kind"] = pl.lit(ends["kinds"]).gather(pl.when(has_via).then(pl.lit(ends["kind"]).gather(via.clip(0))))
+    if starts is not None:
+        lazy["start"] = pl.lit(starts).gather(pl.col("__startpos"))
     out = [lazy[c].alias(c) if c in lazy else pl.col(c) for c in columns]
     if keys:
         twins = {"id": node, "via_src": end_key("src"), "via_dst": end_key("dst"), "start": pl.col("__start")}
