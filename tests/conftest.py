@@ -21,9 +21,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from braid.unify.source import SourceSpec
 
 HERE = Path(__file__).parent
 DATA = HERE / "data"
@@ -250,3 +253,23 @@ def braid_cli(tmp_path: Path):
                               timeout=300, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
 
     return call
+
+
+def linked_source(tmp_path: Path) -> tuple[SourceSpec, Any, Path]:
+    """An MLflow sqlite source whose one run holds `ok.txt` and `leak.txt`, a symlink to a secret
+    file outside the run's artifact folder: (the source, the run, the secret)."""
+    from mlflow import MlflowClient
+
+    from braid.unify.source import SourceSpec
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the target")
+    uri = f"sqlite:///{tmp_path / 'src.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("links", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(exp, run_name="linked")
+    client.log_text(run.info.run_id, "fine", "ok.txt")
+    root = Path(run.info.artifact_uri.removeprefix("file://"))
+    (root / "leak.txt").symlink_to(secret)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return SourceSpec("old", "mlflow", {"uri": uri}, base_dir=tmp_path), run, secret

@@ -27,7 +27,7 @@ from mlflow.entities import Metric, Param, RunTag
 from braid.unify.migrate import migrate
 from braid.unify.migrate._plan import FIELDS, MAX_PARAM_LENGTH, PARAM_TOO_LONG, SOURCE_ID_TAG, read_mlflow
 from braid.unify.source import SourceSpec
-from tests.conftest import MlflowStore, mlflow_server
+from tests.conftest import MlflowStore, linked_source, mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -305,24 +305,15 @@ def test_destination_through_a_symlink_is_refused(tmp_path: Path) -> None:
 def test_symlink_out_of_the_source_run_is_not_followed(tmp_path: Path) -> None:
     from braid.unify.migrate._artifacts import LINK_OUT
 
-    secret = tmp_path / "secret.txt"
-    secret.write_text("not for the target")
-    uri = f"sqlite:///{tmp_path / 'src.db'}"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("links", artifact_location=(tmp_path / "art").as_uri())
-    run = client.create_run(exp, run_name="linked")
-    client.log_text(run.info.run_id, "fine", "ok.txt")
-    root = Path(run.info.artifact_uri.removeprefix("file://"))
-    (root / "leak.txt").symlink_to(secret)
-    client.set_terminated(run.info.run_id, "FINISHED")
+    source, run, secret = linked_source(tmp_path)
     target = target_spec(f"sqlite:///{tmp_path / 'dst.db'}", tmp_path)
-    report = migrate(SourceSpec("old", "mlflow", {"uri": uri}, base_dir=tmp_path), target,
+    report = migrate(source, target,
                      catalog=tmp_path / ".braid", artifact_root=tmp_path / "dst-art")
     assert report.kinds["artifact"].not_carried == {LINK_OUT: 1}
     assert report.kinds["artifact"].carried == 1
     copied = _run_roots(tmp_path / "dst.db")[run.info.run_id]
     assert _files(copied) == {"ok.txt": __import__("hashlib").md5(b"fine").hexdigest()}
-    assert "not for the target" not in "".join(p.read_text() for p in (tmp_path / "dst-art").rglob("*") if p.is_file())
+    assert secret.read_text() not in "".join(p.read_text() for p in (tmp_path / "dst-art").rglob("*") if p.is_file())
     assert report.verified, report.summary()
 
 
@@ -634,7 +625,7 @@ def test_a_run_with_100000_metric_points(tmp_path: Path) -> None:
         client.log_batch(run.info.run_id, metrics=[Metric("loss", values[s], T0 + s, s) for s in range(start, start + 1000)])
     client.set_terminated(run.info.run_id, "FINISHED", end_time=T0 + 100_000)
     target = target_spec(f"sqlite:///{tmp_path / 'copy.db'}", tmp_path)
-    report = migrate(SourceSpec("old", "mlflow", {"uri": uri}, base_dir=tmp_path), target,
+    report = migrate(source, target,
                      catalog=tmp_path / ".braid", artifact_root=tmp_path / "art")
     assert report.verified and report.kinds["metric_point"].carried == 100_000
     with sqlite3.connect(tmp_path / "copy.db") as con:

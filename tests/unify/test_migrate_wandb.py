@@ -38,7 +38,7 @@ from braid.unify.migrate._idmap import IdMap
 from braid.unify.migrate._sources import FLOAT_MAX
 from braid.unify.migrate._wandb_writer import STAGING
 from braid.unify.source import SourceSpec, no_progress
-from tests.conftest import DvcRepos, MlflowStore
+from tests.conftest import DvcRepos, MlflowStore, linked_source
 
 pytestmark = pytest.mark.slow
 
@@ -345,18 +345,9 @@ def test_run_files_arrive_in_the_runs_artifact(source: SourceSpec, migrated: tup
 def test_symlink_out_of_the_source_run_is_not_followed(tmp_path: Path) -> None:
     from braid.unify.migrate._artifacts import LINK_OUT
 
-    secret = tmp_path / "secret.txt"
-    secret.write_text("not for the target")
-    uri = f"sqlite:///{tmp_path / 'src.db'}"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("links", artifact_location=(tmp_path / "art").as_uri())
-    run = client.create_run(exp, run_name="linked")
-    client.log_text(run.info.run_id, "fine", "ok.txt")
-    root = Path(run.info.artifact_uri.removeprefix("file://"))
-    (root / "leak.txt").symlink_to(secret)
-    client.set_terminated(run.info.run_id, "FINISHED")
+    source, run, secret = linked_source(tmp_path)
     target = wandb_target(tmp_path)
-    report = migrate(SourceSpec("old", "mlflow", {"uri": uri}, base_dir=tmp_path), target,
+    report = migrate(source, target,
                      catalog=tmp_path / ".braid")
     assert report.kinds["artifact"].not_carried == {LINK_OUT: 1}
     assert report.kinds["artifact"].carried == 1
@@ -367,7 +358,7 @@ def test_symlink_out_of_the_source_run_is_not_followed(tmp_path: Path) -> None:
     assert IdMap.load(tmp_path / ".braid", "old", "wb").get("artifacts", run.info.run_id)["refused"] == \
         [["leak.txt", LINK_OUT]]
     written = [*(tmp_path / "wandb").rglob("*"), *(Path(staged) for _, staged in got.values())]
-    assert "not for the target" not in "".join(p.read_text(errors="replace") for p in written if p.is_file())
+    assert secret.read_text() not in "".join(p.read_text(errors="replace") for p in written if p.is_file())
 
 
 def test_second_run_creates_nothing(source: SourceSpec, migrated: tuple) -> None:
