@@ -625,7 +625,7 @@ def test_a_run_with_100000_metric_points(tmp_path: Path) -> None:
         client.log_batch(run.info.run_id, metrics=[Metric("loss", values[s], T0 + s, s) for s in range(start, start + 1000)])
     client.set_terminated(run.info.run_id, "FINISHED", end_time=T0 + 100_000)
     target = target_spec(f"sqlite:///{tmp_path / 'copy.db'}", tmp_path)
-    report = migrate(source, target,
+    report = migrate(SourceSpec("old", "mlflow", {"uri": uri}, base_dir=tmp_path), target,
                      catalog=tmp_path / ".braid", artifact_root=tmp_path / "art")
     assert report.verified and report.kinds["metric_point"].carried == 100_000
     with sqlite3.connect(tmp_path / "copy.db") as con:
