@@ -68,9 +68,11 @@ TEXT_CHARS = bytes(range(32, 127)) + b"\n\r\t\f\b"
 
 @dataclass
 class Context:
-    """What locators need besides the nodes: the catalog's edges and its sources' repositories."""
+    """What locators need besides the nodes: the whole graph's nodes and edges (a catalog's, or
+    one source's), and the DVC sources' repositories."""
 
-    catalog: Catalog
+    nodes: pl.DataFrame
+    edges: pl.DataFrame
     roots: dict[str, str]  # DVC source -> repository folder
     head_nodes: frozenset[str]  # DVC nodes the repository's HEAD (or its workspace lock) names
     wandb_cache: Path | None
@@ -121,8 +123,8 @@ def dvc_workspace(nodes: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     if not ctx.roots:
         return _candidates(pl.DataFrame(schema=CANDIDATE_SCHEMA))
     # files inside a DVC 2 directory were hashed the DVC 2 way, as their directory was
-    edges = ctx.catalog.edges.filter(pl.col("kind") == "part_of").select(id="src", parent="dst")
-    parents = ctx.catalog.nodes.select(parent="id", parent_hash=pl.col("attrs").str.json_path_match("$.hash"))
+    edges = ctx.edges.filter(pl.col("kind") == "part_of").select(id="src", parent="dst")
+    parents = ctx.nodes.select(parent="id", parent_hash=pl.col("attrs").str.json_path_match("$.hash"))
     dvc = (nodes.filter(pl.col("source").is_in(list(ctx.roots)))
            .with_columns(md5=_md5_hex(pl.col("attrs").str.json_path_match("$.md5")),
                          path=pl.col("attrs").str.json_path_match("$.path"),
@@ -375,10 +377,10 @@ def _context(catalog: Catalog) -> Context:
             states = load_frame(catalog.path, entry.state["commit_states"]).filter(pl.col("commit") == head)
             at |= set(states["state"].to_list())
         heads |= set(locations.filter(pl.col("commit").is_in(list(at)))["node_id"].to_list())
-    return Context(catalog, roots, frozenset(heads), _wandb_cache_dir())
+    return Context(catalog.nodes, catalog.edges, roots, frozenset(heads), wandb_cache_dir())
 
 
-def _wandb_cache_dir() -> Path | None:
+def wandb_cache_dir() -> Path | None:
     """W&B's cache folder as the SDK finds it: WANDB_CACHE_DIR, else the platform's user cache."""
     configured = os.environ.get("WANDB_CACHE_DIR")
     if configured:

@@ -94,12 +94,14 @@ def migrate(
     try:
         quiet.__enter__()
         writer = MlflowWriter(target, artifact_root=artifact_root)
+        # one client per end for every phase: the writer's for the target
+        source_client, target_client = (_client(source) if from_mlflow else None), writer.client
         experiments = {e: writer.experiment(plan, idmap, e) for e in plan.experiment_ids}
         writer.runs(plan, idmap, experiments, progress)
-        files_copied = copy_artifacts(plan, idmap, mlflow_files(plan, _client(source)) if from_mlflow
-                                      else tool_files(source, plan), _client(target), progress)
-        if from_mlflow:
-            models_created = carry_models(plan, idmap, _client(source), _client(target), experiments, progress)
+        files_copied = copy_artifacts(plan, idmap, mlflow_files(plan, source_client) if source_client is not None
+                                      else tool_files(source, plan), target_client, progress)
+        if source_client is not None:
+            models_created = carry_models(plan, idmap, source_client, target_client, experiments, progress)
         writer.registry(plan, idmap, problems)
     except BraidError:
         raise
@@ -126,8 +128,8 @@ def migrate(
             report.created[what] += n
     with _quiet_mlflow():
         report.verification["artifact"] = (
-            verify_artifacts(plan, idmap, target_read, _client(source), _client(target)) if from_mlflow
-            else verify_tool_artifacts(source, plan, idmap, target_read, _client(target)))
+            verify_artifacts(plan, idmap, target_read, source_client, target_client) if source_client is not None
+            else verify_tool_artifacts(source, plan, idmap, target_read, target_client))
     if from_mlflow:
         report.verification["logged_model"] = verify_models(plan, idmap, target_read)
     # versions the target refused are reported as not carried: the read-back expects them missing

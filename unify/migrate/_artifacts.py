@@ -25,7 +25,6 @@ braid.unify.migrate._artifacts.UnsafePath: '../../etc/passwd': the path leaves t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -41,7 +40,7 @@ from mlflow import MlflowClient
 from mlflow.entities import FileInfo
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-from braid.connectors.mlflow._artifacts import local_root
+from braid.connectors.mlflow._artifacts import local_root, md5_file
 
 from ._idmap import IdMap
 from ._plan import LONG_VALUE_DIR, Plan, SourceRead
@@ -202,14 +201,6 @@ def mlflow_files(plan: Plan, source: MlflowClient) -> RunFiles:
     return files_of
 
 
-def md5_of(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def remote_listing(client: MlflowClient, owners: dict[str, str], uris: dict[str, str | None]) -> pl.DataFrame:
     """(owner, path, size, md5) of the files of `owners` (owner -> the name to report it under),
     read through their artifact repositories and hashed, for a store braid cannot list on disk."""
@@ -219,7 +210,7 @@ def remote_listing(client: MlflowClient, owners: dict[str, str], uris: dict[str,
             repo = get_artifact_repository(str(uris[owner]), tracking_uri=client.tracking_uri)
             for file in _walk(repo.list_artifacts):
                 local = Path(repo.download_artifacts(checked_path(file.path), tmp))
-                rows.append((name, file.path, local.stat().st_size, md5_of(local)))
+                rows.append((name, file.path, local.stat().st_size, md5_file(str(local))))
                 local.unlink()
     return pl.DataFrame(rows, schema=ARTIFACT_SCHEMA, orient="row")
 

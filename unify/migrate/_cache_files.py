@@ -21,8 +21,8 @@ from pathlib import Path
 import polars as pl
 from mlflow import MlflowClient
 
-from braid.unify.export._verify import (CANDIDATE_SCHEMA, Context, _wandb_cache_dir, dvc_cache, hash_file, local_file,
-                                        wandb_cache, wandb_staging)
+from braid.unify.export._verify import (Context, dvc_cache, dvc_workspace, hash_file, local_file, wandb_cache,
+                                        wandb_cache_dir, wandb_staging)
 from braid.unify.source import SourceSpec
 
 from ._artifacts import ARTIFACT_SCHEMA, Download, RunFiles, SourceFile, _listing, copied
@@ -31,8 +31,9 @@ from ._plan import LONG_VALUE_DIR, Plan, SourceRead
 
 NO_COPY = ("no copy of the recorded bytes on this machine (not in the DVC or W&B cache, the workspace or a "
            "local file)")
-# where bytes may be, in the order they are tried: content-addressed copies first
-LOCATORS = (dvc_cache, wandb_cache, wandb_staging, local_file)
+# where bytes may be, in the order they are tried: content-addressed copies first, the workspace
+# last (it may hold another version: every candidate is hashed before it is taken)
+LOCATORS = (dvc_cache, wandb_cache, wandb_staging, local_file, dvc_workspace)
 
 
 def output_files(g: dict[str, pl.DataFrame], runs: list[str]) -> pl.DataFrame:
@@ -54,15 +55,7 @@ def _path() -> pl.Expr:
 
 def _candidates(nodes: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     frames = [locate(nodes, ctx).with_columns(rank=pl.lit(i)) for i, locate in enumerate(LOCATORS)]
-    workspace = nodes.with_columns(path=pl.col("attrs").str.json_path_match("$.path"),
-                                   md5=pl.col("digest").str.extract(r"^md5:([0-9a-f]{32})$", 1)) \
-        .filter(pl.col("path").is_not_null() & pl.col("md5").is_not_null() & (pl.col("tool") == "dvc"))
-    if ctx.roots:
-        root = next(iter(ctx.roots.values()))
-        frames.append(workspace.select(
-            node="id", location=pl.lit("workspace"), file=pl.lit(root + "/") + pl.col("path"), expected="md5",
-            algorithm=pl.lit("md5"), recorded=pl.lit(False), head=pl.lit(False), rank=pl.lit(len(LOCATORS))))
-    return pl.concat([f.select([*CANDIDATE_SCHEMA, "rank"]) for f in frames]).sort("node", "rank")
+    return pl.concat(frames).sort("node", "rank", maintain_order=True)
 
 
 def tool_files(spec: SourceSpec, plan: Plan) -> RunFiles:
@@ -72,8 +65,8 @@ def tool_files(spec: SourceSpec, plan: Plan) -> RunFiles:
     files = output_files(g, [prefix + r for r in plan.run_ids])
     nodes = g["nodes"].filter(pl.col("id").is_in(files["file"].implode()))
     root = spec.path("repo") if spec.tool == "dvc" else None
-    ctx = Context(catalog=None, roots={spec.name: str(root or Path(".").resolve())} if spec.tool == "dvc" else {},  # type: ignore[arg-type]
-                  head_nodes=frozenset(), wandb_cache=_wandb_cache_dir())
+    roots = {spec.name: str(root or Path(".").resolve())} if spec.tool == "dvc" else {}
+    ctx = Context(g["nodes"], g["edges"], roots, head_nodes=frozenset(), wandb_cache=wandb_cache_dir())
     found: dict[str, str] = {}
     for node, file, expected, algorithm in _candidates(nodes, ctx).select(
             "node", "file", "expected", "algorithm").iter_rows():
