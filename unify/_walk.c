@@ -8,8 +8,10 @@
  * them is expanded once per level. One function:
  *
  *   walk(indptr, nbr, edge, sa_indptr, sa_nbr, sa_edge, stop, report, node_created,
- *        edge_created, has_same_as, as_of, starts, depth, same_as, vias, union)
+ *        edge_created, has_same_as, as_of, starts, depth, same_as, vias, union[, counting])
  *     -> (start, node, depth, via): four bytearrays of int64, or None
+ *     -> with counting=1 (vias=0, union=0): one bytearray of int64, the rows of each start
+ *        (`traversal.count_each`, for a query that only counts them); no row is kept
  *
  * - indptr/nbr/edge: the lineage CSR to follow (forward or backward); sa_*: the same_as CSR,
  *   followed at no cost in depth, from the nodes has_same_as (bool per node) marks. indptr
@@ -38,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 typedef struct {
@@ -175,6 +178,7 @@ typedef struct {
     uint64_t *seen;
     uint64_t counter, base;
     uint64_t *level_bits;
+    int64_t *counts; /* counting only: rows per start (by position in starts), no rows kept */
     List out_start, out_node, out_depth, out_via, level, tmp;
     List cand_v, cand_p, cand_b; /* a step's entries: neighbour, CSR position, bits */
     /* what went wrong, for the error message */
@@ -366,6 +370,7 @@ static int walk_from(Walk *w, const Arr *starts, int64_t lo, int64_t hi, int64_t
  * once per level, not once per start. w->seen holds each node's bits reached so far. */
 
 typedef struct {
+    int64_t lo;           /* the batch's first start (a position in starts) */
     List touched;         /* nodes with seen bits, cleared after the batch */
     List level_nodes;
     List bucket_node[64], bucket_depth[64];
@@ -406,7 +411,10 @@ static int bit_step(Walk *w, Bits *k, const Csr *csr, const List *from, const Li
 static int bit_collect(Walk *w, Bits *k, const List *found, const List *fbits, List *next, List *nbits) {
     for (size_t i = 0; i < found->n; i++) {
         int64_t v = found->v[i];
-        if (!w->report || at(w->report, v)) {
+        if (w->counts && (!w->report || at(w->report, v))) {
+            /* each (start, node) is gained once, in one step: a row of that start */
+            for (uint64_t b = (uint64_t)fbits->v[i]; b; b &= b - 1) w->counts[k->lo + __builtin_ctzll(b)]++;
+        } else if (!w->report || at(w->report, v)) {
             if (!LEVEL_BITS(w, v) && push(&k->level_nodes, v) < 0) return NOMEM;
             LEVEL_BITS(w, v) |= (uint64_t)fbits->v[i];
         }
@@ -457,6 +465,7 @@ static int bit_walk(Walk *w, Bits *k, const Arr *starts, int64_t lo, int count, 
                     List *fr, List *fb, List *found, List *fdb, List *next, List *nb, List *a, List *ab, List *b,
                     List *bb) {
     fr->n = fb->n = 0;
+    k->lo = lo;
     for (int i = 0; i < count; i++) {
         int64_t s = at(starts, lo + i);
         if (s < 0 || s >= w->n) continue;
@@ -557,12 +566,41 @@ static int append(List *to, const List *from) {
     return OK;
 }
 
-/* The per-node words of the last 64-start walks, all zero again: the next call of the same size
- * reuses them rather than fault in fresh zero pages (thousands per million nodes). Taken and
- * given back with the GIL held, so two threads never share them; a walk that failed frees its
- * words instead (they may not be zero). */
-static uint64_t *spare;
-static size_t spare_words;
+/* The per-node words of the last 64-start walks (one set per thread), all zero again: the next
+ * call of the same size reuses them rather than fault in fresh zero pages (thousands per million
+ * nodes). Taken and given back with the GIL held, so two walks never share them; a walk that
+ * failed frees its words instead (they may not be zero). */
+/* Per-node words are read at random, one node's pair per cache miss: on huge pages (where the
+ * kernel gives them on request) those misses stop also missing the TLB. Zero-filled. */
+static uint64_t *words_alloc(size_t words) {
+    size_t bytes = words * sizeof(uint64_t);
+    if (!bytes) return NULL;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE); /* a hint: without it, the words are on small pages */
+#endif
+    return p;
+}
+
+static void words_free(uint64_t *p, size_t words) {
+    if (p) munmap(p, words * sizeof(uint64_t));
+}
+
+static uint64_t *spare[2];
+static size_t spare_words[2];
+
+static uint64_t *take_spare(int i, size_t words) {
+    uint64_t *got = spare[i] && spare_words[i] == words ? spare[i] : NULL;
+    if (got) spare[i] = NULL;
+    return got;
+}
+
+static void give_spare(int i, uint64_t *words, size_t n) {
+    words_free(spare[i], spare_words[i]);
+    spare[i] = words;
+    spare_words[i] = n;
+}
 
 static PyObject *as_bytes(const List *l) {
     PyObject *out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(l->n * sizeof(int64_t)));
@@ -575,10 +613,14 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     PyObject *o[13] = {0};
     PyObject *as_of_obj;
     long long depth;
-    int same_as, vias, unite;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOLppp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
-                          &o[8], &o[9], &o[12], &as_of_obj, &o[11], &depth, &same_as, &vias, &unite))
+    int same_as, vias, unite, counting = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOLppp|p", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
+                          &o[8], &o[9], &o[12], &as_of_obj, &o[11], &depth, &same_as, &vias, &unite, &counting))
         return NULL;
+    if (counting && (vias || unite)) {
+        PyErr_SetString(PyExc_ValueError, "walk: counting rows per start walks each start without vias");
+        return NULL;
+    }
     static const char *names[] = {"indptr", "nbr", "edge", "same_as indptr", "same_as nbr", "same_as edge",
                                   "stop", "report", "node_created", "edge_created", "", "starts", "has_same_as"};
     static const char kinds[] = {'q', 'i', 'i', 'q', 'i', 'i', '?', '?', 'q', 'q', 0, 'q', '?'};
@@ -627,12 +669,19 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     List frontier = {0}, found = {0}, next = {0}, a = {0}, b = {0};
     int bitwise = !vias && !unite;
     size_t words = (size_t)w.n * (size_t)(bitwise ? 3 : 2); /* level bits after seen/step */
-    if (bitwise && spare && spare_words == words) { /* taken with the GIL held: one user at a time */
-        w.seen = spare;
-        spare = NULL;
+    int64_t *counts = NULL;
+    if (counting && !(counts = calloc(arr[11].len ? (size_t)arr[11].len : 1, sizeof(int64_t)))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    w.counts = counts;
+    uint64_t *second = NULL; /* the second thread's words */
+    if (bitwise) { /* taken with the GIL held: one user at a time */
+        w.seen = take_spare(0, words);
+        second = take_spare(1, words);
     }
     Py_BEGIN_ALLOW_THREADS
-    if (!w.seen && w.n) w.seen = calloc(words, sizeof(uint64_t)); /* zero pages: touched where reached */
+    if (!w.seen && w.n) w.seen = words_alloc(words); /* zero pages: touched where reached */
     if (w.n && !w.seen) rc = NOMEM;
     if (w.seen && bitwise) w.level_bits = w.seen + (size_t)w.n * 2;
     if (w.n && !rc && unite) {
@@ -647,13 +696,11 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         if (mid < len) {
             two.lo = mid;
             two.hi = len;
-            two.w.seen = calloc(words, sizeof(uint64_t));
+            if (!second) second = words_alloc(words);
+            two.w.seen = second;
             two.w.level_bits = two.w.seen && bitwise ? two.w.seen + (size_t)w.n * 2 : NULL;
             threaded = two.w.seen && pthread_create(&thread, NULL, run_job, &two) == 0;
-            if (!threaded) {
-                one.hi = len;
-                free(two.w.seen);
-            }
+            if (!threaded) one.hi = len;
         }
         run_job(&one);
         rc = one.rc;
@@ -666,7 +713,10 @@ static PyObject *walk(PyObject *self, PyObject *args) {
             if (!rc && (append(&one.w.out_start, &two.w.out_start) || append(&one.w.out_node, &two.w.out_node) ||
                         append(&one.w.out_depth, &two.w.out_depth) || append(&one.w.out_via, &two.w.out_via)))
                 rc = NOMEM;
-            free(two.w.seen);
+            if (two.rc) { /* its words may not be zero */
+                words_free(second, words);
+                second = NULL;
+            }
             free(two.w.out_start.v), free(two.w.out_node.v), free(two.w.out_depth.v), free(two.w.out_via.v);
         }
         w = one.w; /* its rows, and what went wrong */
@@ -675,24 +725,26 @@ static PyObject *walk(PyObject *self, PyObject *args) {
     free(w.cand_v.v), free(w.cand_p.v), free(w.cand_b.v);
     Py_END_ALLOW_THREADS
     if (bitwise && rc == OK && w.seen) { /* the 64-start walks leave every word zero: keep them */
-        free(spare);
-        spare = w.seen;
-        spare_words = words;
+        give_spare(0, w.seen, words);
     } else {
-        free(w.seen);
+        words_free(w.seen, words);
     }
+    if (second) give_spare(1, second, words); /* unused, or zero again after a walk that ended well */
     if (rc == NOMEM) {
         PyErr_NoMemory();
     } else if (rc == BAD) {
         PyErr_Format(PyExc_ValueError, "walk: %s[%lld] = %lld is out of range", w.bad_array,
                      (long long)w.bad_at, (long long)w.bad_value);
+    } else if (counts) {
+        List rows = {.v = counts, .n = (size_t)arr[11].len};
+        result = as_bytes(&rows);
     } else {
         PyObject *s = as_bytes(&w.out_start), *nd = as_bytes(&w.out_node), *d = as_bytes(&w.out_depth),
                  *v = as_bytes(&w.out_via);
         if (s && nd && d && v) result = PyTuple_Pack(4, s, nd, d, v);
         Py_XDECREF(s), Py_XDECREF(nd), Py_XDECREF(d), Py_XDECREF(v);
     }
-    free(w.out_start.v), free(w.out_node.v), free(w.out_depth.v), free(w.out_via.v);
+    free(w.out_start.v), free(w.out_node.v), free(w.out_depth.v), free(w.out_via.v), free(counts);
 done:
     for (int i = 0; i < 13; i++) release(&arr[i]);
     return result;

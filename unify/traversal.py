@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -298,19 +298,29 @@ def _compiled(
 ) -> Reach | None:
     """The walk by the compiled `_walk` (a walk per start, or one from all with `union`): the
     same rows as the numpy code below. None when it is not built or declines the arrays."""
-    walker = _native.walker
-    if walker is None:
-        return None
-    same = index.same_as
-    out = walker.walk(
-        csr.indptr, csr.nbr, csr.edge, same.indptr, same.nbr, same.edge, stop, report,
-        index.node_created, index.edge_created, index.has_same_as, as_of, np.ascontiguousarray(start, np.int64),
-        -1 if depth is None else min(max(depth, 0), 1 << 62), same_as, vias, union,
-    )
+    out = _walk(index, csr, start, depth=depth, stop=stop, as_of=as_of, same_as=same_as, report=report, vias=vias,
+                union=union)
     if out is None:
         return None
     slot, node, level, via = (np.frombuffer(b, np.int64) for b in out)
     return Reach(node, level, via, None if union else slot)
+
+
+def _walk(
+    index: GraphIndex, csr: Csr, start: np.ndarray, *, depth: int | None, stop: np.ndarray | None,
+    as_of: int | None, same_as: bool, report: np.ndarray | None, vias: bool, union: bool, counting: bool = False,
+) -> Any:
+    """`_walk.walk` over the index's arrays: its rows (or, `counting`, rows per start) as bytes;
+    None when it is not built or declines the arrays."""
+    walker = _native.walker
+    if walker is None:
+        return None
+    same = index.same_as
+    return walker.walk(
+        csr.indptr, csr.nbr, csr.edge, same.indptr, same.nbr, same.edge, stop, report,
+        index.node_created, index.edge_created, index.has_same_as, as_of, np.ascontiguousarray(start, np.int64),
+        -1 if depth is None else min(max(depth, 0), 1 << 62), same_as, vias, union, counting,
+    )
 
 
 @dataclass
@@ -713,6 +723,44 @@ def search(
     found = reach_many(index, start, direction=direction, depth=depth, stop=stop, as_of=moment, same_as=same_as,
                        report=report, vias=vias)
     return _id_ordered(index, found)
+
+
+def count_each(
+    index: GraphIndex,
+    nodes: pl.DataFrame,
+    start: np.ndarray,
+    direction: Direction,
+    *,
+    depth: int | None = None,
+    kinds: Sequence[str] | None = None,
+    tools: Sequence[str] | None = None,
+    stop_at: StopAt | None = None,
+    as_of: datetime | None = None,
+    same_as: bool = True,
+) -> np.ndarray:
+    """How many rows `search(..., each=True)` gives each of the dense `start` ids: counted in
+    the walk, no row kept (the compiled walk), else counted from the rows.
+
+    >>> import polars as pl
+    >>> from braid.unify.index import GraphIndex
+    >>> nodes = pl.DataFrame({"id": ["a", "b", "c"], "kind": ["dataset", "run", "model"]})
+    >>> edges = pl.DataFrame({"src": ["a", "b"], "dst": ["b", "c"], "kind": ["input", "output"]})
+    >>> count_each(GraphIndex.build(nodes, edges), nodes, np.array([2, -1, 1]), "upstream").tolist()
+    [2, 0, 1]
+    """
+    stop = _stop_mask(nodes, stop_at)
+    moment = None if as_of is None else epoch_us(as_of)
+    report = _report_mask(index, kinds=kinds, tools=tools)
+    starts = np.asarray(start, np.int64)
+    csr = index.forward if direction == "downstream" else index.backward
+    out = _walk(index, csr, starts, depth=depth, stop=stop, as_of=moment, same_as=same_as, report=report, vias=False,
+                union=False, counting=True)
+    if out is not None:
+        return np.frombuffer(out, np.int64)
+    found = reach_many(index, starts, direction=direction, depth=depth, stop=stop, as_of=moment, same_as=same_as,
+                       report=report, vias=False)
+    assert found.start is not None
+    return np.bincount(found.start, minlength=starts.size)
 
 
 def each(

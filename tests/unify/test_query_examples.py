@@ -164,6 +164,47 @@ def test_8_distinct_datasets_per_registered_version(cat: Catalog, facts: dict[st
     assert json.loads(cat.table("registry").filter(version="2")["events"].item()) is not None
 
 
+LINEAGE = "FROM registry r, upstream(r.model_version_id, kinds => ['dataset']) u"
+
+
+@pytest.mark.parametrize(("sql", "counted"), [
+    (example(8), True),
+    # unaliased, in HAVING too, grouped by more than a key, a condition on the registry only
+    (f"SELECT r.version, count(DISTINCT u.id) {LINEAGE} WHERE r.name = 'churn' "
+     "GROUP BY r.version, r.model_version_id HAVING count(DISTINCT u.id) > 1 ORDER BY 1", True),
+    # both versions in one group: the union of their lineages, not one start's count
+    (f"SELECT r.name, count(DISTINCT u.id) AS n {LINEAGE} GROUP BY r.name", False),
+    (f"SELECT r.name, r.version, count(DISTINCT u.id) AS n, count(*) AS rows {LINEAGE} GROUP BY r.name, r.version",
+     False),
+    (f"SELECT r.name, r.version, count(DISTINCT u.id) AS n {LINEAGE} WHERE u.tool = 'dvc' GROUP BY r.name, r.version",
+     False),
+    (f"SELECT r.name, r.version, count(DISTINCT u.tool) AS n {LINEAGE} GROUP BY r.name, r.version", False),
+])
+def test_a_lineage_only_counted_gives_the_rows_of_the_join(cat: Catalog, sql: str, counted: bool) -> None:
+    """`count(DISTINCT u.id)` per group holding one start is counted by the walk (EXPLAIN says
+    so); whether counted or joined, DuckDB running the WITH RECURSIVE form agrees."""
+    import duckdb
+
+    from braid.unify.query import emit_sql
+
+    plan = "\n".join(cat.query("EXPLAIN " + sql)["plan"])
+    assert ("only counted" in plan) == counted, plan
+    ours = cat.query(sql)
+    theirs = duckdb.sql(emit_sql(cat, sql, {}, engine="duckdb")).pl()
+    assert ours.height > 0
+    assert sorted(theirs.rows(), key=repr) == sorted(ours.rows(), key=repr)
+
+
+def test_an_unaliased_count_keeps_its_name(cat: Catalog) -> None:
+    """Counted per start, joined, or over integer keys, an unaliased count(DISTINCT x.id) is
+    named as polars names it over the strings: `id`."""
+    joined = f"SELECT r.version, u.id {LINEAGE}"
+    for sql in (f"SELECT r.version, count(DISTINCT u.id) {LINEAGE} GROUP BY r.version",
+                f"SELECT version, count(DISTINCT id) FROM ({joined}) AS j GROUP BY version",
+                "SELECT e.kind, count(DISTINCT n.id) FROM nodes n JOIN edges e ON e.src = n.id GROUP BY e.kind"):
+        assert cat.query(sql).columns[1] == "id", sql
+
+
 def test_every_example_runs_the_same_on_duckdb(cat: Catalog, facts: dict[str, Any]) -> None:
     """`--emit duckdb`: the graph functions as WITH RECURSIVE over the catalog's Parquet files."""
     import duckdb

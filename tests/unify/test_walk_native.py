@@ -106,6 +106,23 @@ def test_random_graphs_give_the_numpy_rows(
     assert_same(got, want)
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(graph=graphs(), opts=options, direction=st.sampled_from(["upstream", "downstream"]), data=st.data())
+def test_counting_per_start_gives_the_number_of_numpy_rows(
+    monkeypatch: pytest.MonkeyPatch, graph: tuple[GraphIndex, pl.DataFrame], opts: dict[str, Any], direction: str,
+    data: st.DataObject,
+) -> None:
+    """The compiled walk counting rows per start (no row kept) against the numpy walk's rows,
+    counted by start here."""
+    index, nodes = graph
+    start = np.array(data.draw(st.lists(st.integers(-2, index.n_nodes + 1), max_size=12)), np.int64)
+    counted = traversal.count_each(index, nodes, start, direction, **opts)
+    with monkeypatch.context() as m:
+        m.setattr(_native, "walker", None)
+        rows = traversal.search(index, nodes, start, direction, each=True, vias=False, **opts)
+    assert counted.tolist() == np.bincount(rows.start, minlength=start.size).tolist()
+
+
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("batch", [64, 4096])  # the numpy walk's batch of starts
 def test_reach_and_reach_many_on_bigger_graphs(monkeypatch: pytest.MonkeyPatch, seed: int, batch: int) -> None:
@@ -132,6 +149,13 @@ def test_reach_and_reach_many_on_bigger_graphs(monkeypatch: pytest.MonkeyPatch, 
             assert_same(got, want)
         got, want = both(monkeypatch, lambda: traversal.reach(index, starts, direction=direction, stop=stop))
         assert_same(got, want)
+        # counted per start by both threads of the compiled walk, twice (the second reuses its words)
+        for _ in range(2):
+            counted = traversal.count_each(index, nodes, starts, direction, kinds=["dataset", "run"])
+            with monkeypatch.context() as m:
+                m.setattr(_native, "walker", None)
+                rows = traversal.search(index, nodes, starts, direction, each=True, vias=False, kinds=["dataset", "run"])
+            assert counted.tolist() == np.bincount(rows.start, minlength=starts.size).tolist()
 
 
 # -- the real multi-tool catalog -------------------------------------------------------------
@@ -188,6 +212,13 @@ def small_arrays() -> list[Any]:
 def test_the_walk_itself() -> None:
     start, node, depth, via = (np.frombuffer(b, np.int64) for b in _native.walker.walk(*small_arrays()))
     assert (start.tolist(), node.tolist(), depth.tolist(), via.tolist()) == ([0, 0], [1, 0], [1, 2], [1, 0])
+    args = small_arrays()
+    args[12] = np.array([2, 1, 0, -1], np.int64)
+    args[15] = False  # counting walks without vias: rows per start, c -> b -> a
+    assert np.frombuffer(_native.walker.walk(*args, True), np.int64).tolist() == [2, 1, 0, 0]
+    args[15] = True
+    with pytest.raises(ValueError, match="counting rows per start"):
+        _native.walker.walk(*args, True)
 
 
 @pytest.mark.parametrize(("position", "value", "message"), [
@@ -211,6 +242,8 @@ def test_bad_arrays_raise_instead_of_crashing(position: int, value: np.ndarray, 
         args[12] = np.full(1000, 2, np.int64)  # enough starts for two threads: both stop
         with pytest.raises(ValueError, match=message):
             _native.walker.walk(*args)
+    with pytest.raises(ValueError, match=message):  # counting rows per start (no vias)
+        _native.walker.walk(*args, True)
 
 
 def test_arrays_of_the_wrong_length_are_refused() -> None:

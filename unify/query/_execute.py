@@ -19,12 +19,12 @@ import polars as pl
 from sqlglot import exp
 
 from ..errors import NodeNotFound, QueryError
-from ..traversal import search
+from ..traversal import count_each, search
 from ._binder import Bound, GraphCall, ParamValue, bind, lateral_join, literal_strings, literal_value, timestamp_value
 from ._dialect import Braid, _Generator, error_at, parse, split_explain
 from ._frames import KEYS, NODE_ID_COLUMNS, frame_columns, keyed_table, reach_frame
 from ._functions import AS_OF_COLUMN, AS_OF_VIA
-from ._optimize import Frames, TopOne, integer_keys, top_one_tables
+from ._optimize import Frames, TopOne, distinct_per_start, integer_keys, top_one_tables
 
 if TYPE_CHECKING:
     from ..catalog import Catalog
@@ -254,8 +254,9 @@ def _evaluate(call: GraphCall, run: Run) -> None:
         shown.append(f"{arg.name} => {value.isoformat() if isinstance(value, datetime) else node.sql(dialect=Braid) if arg.type == 'predicate' else repr(value)}")
         options[arg.name] = value
     lateral = args.get("node") if isinstance(args.get("node"), exp.Column) else None
+    how = ""
     if lateral is not None:
-        frame, height = _lateral(call, lateral, run, options)
+        frame, height, how = _lateral(call, lateral, run, options)
     elif fn.name == "paths":
         frame = run.catalog.paths(
             options.pop("from"), options.pop("to"), depth=options.get("depth"),
@@ -271,24 +272,46 @@ def _evaluate(call: GraphCall, run: Run) -> None:
         height = len(found)
     name = run.register(fn.name, frame, height)
     call.table.set("this", exp.to_identifier(name))
-    run.steps.append(Step(f"{fn.name}({', '.join(shown)}) AS {call.alias}", name, height,
+    run.steps.append(Step(f"{fn.name}({', '.join(shown)}) AS {call.alias}{how}", name, height,
                           time.perf_counter() - started))
 
 
-def _lateral(call: GraphCall, column: exp.Column, run: Run, options: dict[str, Any]) -> tuple[pl.LazyFrame, int]:
+def _lateral(call: GraphCall, column: exp.Column, run: Run, options: dict[str, Any]) -> tuple[pl.LazyFrame, int, str]:
     """`FROM registry r, upstream(r.model_version_id) u`: a walk from each distinct id of the
     column on its own (all walked as one batched search, traversal.search(each=True)), each row
     tagged with its `start`, and the join rewritten to `ON u.start = r.model_version_id`. Ids
     that are not nodes reach nothing. The edge that reached each row is found only if the query
-    reads via_src, via_dst or via_kind."""
+    reads via_src, via_dst or via_kind. A call the query only counts (`count(DISTINCT u.id)` per
+    group, and no group holds two starts: see _optimize.distinct_per_start) becomes one row per
+    start that reaches anything, with its count."""
     source = lateral_join(call, column, run.sql, known=run.frames.__contains__)
     frame = run.frames[source.name]
-    values = (frame.lazy() if isinstance(frame, pl.DataFrame) else frame).select(pl.col(column.name)).collect()
-    starts = values.to_series().drop_nulls().unique().sort().cast(pl.String)
+    lazy = frame.lazy() if isinstance(frame, pl.DataFrame) else frame
+    starts = lazy.select(pl.col(column.name)).collect().to_series().drop_nulls().unique().sort().cast(pl.String)
     catalog = run.catalog
-    found = search(catalog.index, catalog.nodes, catalog.index.lookup(starts), call.function.name, each=True,
-                   vias=_reads_vias(call.table.root()), **options)
-    return reach_frame(catalog, found, call.function.result_columns(), starts=starts, keys=True), len(found)
+    dense = catalog.index.lookup(starts)
+    counted = distinct_per_start(call.table, source)
+    if counted is None or not _one_start_per_group(lazy, counted.keys, column.name):
+        found = search(catalog.index, catalog.nodes, dense, call.function.name, each=True,
+                       vias=_reads_vias(call.table.root()), **options)
+        frame = reach_frame(catalog, found, call.function.result_columns(), starts=starts, keys=True)
+        return frame, len(found), ""
+    counted.rewrite(call.alias, _COUNTED)
+    rows = count_each(catalog.index, catalog.nodes, dense, call.function.name, **options)
+    per_start = pl.DataFrame({"start": starts, KEYS.name("start"): dense, _COUNTED: rows}).filter(pl.col(_COUNTED) > 0)
+    return per_start.lazy(), per_start.height, f" (only counted: {_COUNTED} per start, one start per group)"
+
+
+# the column of a lateral call's per-start frame that holds its count of rows (PerStart)
+_COUNTED = "rows"
+
+
+def _one_start_per_group(left: pl.LazyFrame, keys: tuple[str, ...], column: str) -> bool:
+    """Whether no group of the left table's rows by `keys` holds two different starts."""
+    if column in keys:
+        return True
+    most = left.group_by(list(keys)).agg(starts=pl.col(column).drop_nulls().n_unique()).select(pl.col("starts").max())
+    return bool((most.collect().item() or 0) <= 1)
 
 
 def _reads_vias(tree: exp.Expr) -> bool:

@@ -6,6 +6,8 @@
   join in every query.
 - `integer_keys`: comparisons, joins, PARTITION BY and count(DISTINCT …) on node-id columns
   use the columns' integer twins (see `_frames`), carried through CTEs and subqueries.
+- `distinct_per_start`: a lateral graph call read only as `count(DISTINCT u.id)` per group of
+  the left table's rows is counted per start by the traversal, not joined row by row.
 
 Each rule takes the tree and what it needs to know of the frames, and changes the tree in
 place; it leaves alone what it cannot prove the same, so a query it does not understand runs
@@ -201,7 +203,10 @@ def _select(select: exp.Select, ctes: dict[str, Relation], frames: Frames,
         elif isinstance(node, exp.Count) and isinstance(node.this, exp.Distinct) and len(node.this.expressions) == 1:
             twin = resolve(node.this.expressions[0])
             if twin is not None:
+                named = node.this.expressions[0].alias_or_name  # the output's name, were it unaliased
                 node.this.set("expressions", [twin])
+                if isinstance(node.parent, exp.Select):
+                    node.replace(exp.alias_(node.copy(), named))
     names = [p.alias_or_name for p in select.expressions]
     if _stars(select) != set() or select.args.get("group") or any(
             isinstance(n, exp.AggFunc) for p in select.expressions for n in p.find_all(exp.AggFunc)):
@@ -434,4 +439,69 @@ def _unqualified(ordered: exp.Expr) -> exp.Expr:
     return copy
 
 
-__all__ = ["Frames", "Relation", "TopOne", "integer_keys", "top_one_tables"]
+# -- distinct counts per start --------------------------------------------------------------------
+@dataclass(frozen=True)
+class PerStart:
+    """A lateral call whose rows are only counted: `count(DISTINCT u.id)` in `counts`, grouped
+    by the left table's columns `keys`."""
+
+    keys: tuple[str, ...]
+    counts: tuple[exp.Count, ...]
+
+    def rewrite(self, alias: str, column: str) -> None:
+        """Read each count from the call's per-start frame instead: `max(u.<column>)`, which is
+        the start's count when each group holds one start (the caller has checked that)."""
+        for count in self.counts:
+            counted = exp.Max(this=exp.column(column, table=alias))
+            bare = isinstance(count.parent, exp.Select)  # unaliased: keep the name polars gives it
+            count.replace(exp.alias_(counted, count.this.expressions[0].name) if bare else counted)
+
+
+def distinct_per_start(call: exp.Table, left: exp.Table) -> PerStart | None:
+    """`SELECT <r columns>, count(DISTINCT u.id) FROM r, upstream(r.x) u [WHERE <r only>]
+    GROUP BY <r columns>`: the call's alias read nowhere else, no other aggregate or window.
+
+    Each row of a call is a distinct node of its start, so a group that holds one start (with
+    any number of r rows) counts exactly that start's rows; a start that reaches nothing has
+    no rows, and its r rows drop out of the inner join either way. Whether every group holds
+    one start depends on the data: the caller checks it before rewriting (`PerStart.rewrite`).
+    """
+    join, select = call.parent, call.parent.parent if call.parent is not None else None
+    if not isinstance(join, exp.Join) or not isinstance(select, exp.Select) or _sources(select) != [left, call]:
+        return None
+    on, group = join.args.get("on"), select.args.get("group")
+    if join.args.get("side") or join.args.get("using") or (join.args.get("kind") or "").upper() not in ("", "INNER"):
+        return None
+    if not isinstance(on, exp.EQ) or group is None or select.args.get("qualify") or _nested_queries(select):
+        return None
+    u, r = call.alias_or_name, left.alias_or_name
+    keys = [g.name for g in group.expressions if isinstance(g, exp.Column) and g.table == r]
+    if len(keys) != len(group.expressions):
+        return None
+    own = list(_own(select))
+    counts = [n for n in own if isinstance(n, exp.AggFunc) and _counts_ids(n, u)]
+    if not counts or any(isinstance(n, (exp.Window, exp.Star)) or
+                         (isinstance(n, exp.AggFunc) and n not in counts) for n in own):
+        return None
+    aliases = {p.alias for p in select.expressions if isinstance(p, exp.Alias)}
+    order = select.args.get("order")
+    for column in (n for n in own if isinstance(n, exp.Column)):
+        if column.table == r or column is on.this and column.table == u and column.name == "start":
+            continue
+        if column.table == u and column.parent.parent in counts:
+            continue
+        if not column.table and column.name in aliases and order is not None and column.find_ancestor(exp.Order):
+            continue
+        return None
+    return PerStart(tuple(keys), tuple(counts))
+
+
+def _counts_ids(node: exp.Expr, alias: str) -> bool:
+    """Whether `node` is count(DISTINCT <alias>.id)."""
+    if not isinstance(node, exp.Count) or not isinstance(node.this, exp.Distinct):
+        return False
+    args = node.this.expressions
+    return len(args) == 1 and isinstance(args[0], exp.Column) and (args[0].table, args[0].name) == (alias, "id")
+
+
+__all__ = ["Frames", "PerStart", "Relation", "TopOne", "distinct_per_start", "integer_keys", "top_one_tables"]
