@@ -501,7 +501,9 @@ def migrate(ctx: click.Context, source: str, target: str, select: str | None, dr
       wandb  -> mlflow   W&B runs become MLflow runs, a project an experiment
       dvc    -> mlflow   stage executions and experiments become runs, a repository an experiment
       mlflow -> wandb    real W&B run folders written by the wandb SDK into the target's
-      dvc    -> wandb    `path`, ready for `wandb sync`
+      dvc    -> wandb    `path`, ready for `wandb sync`; or, for a target with `entity` and
+                         `project` (a W&B server, key in WANDB_API_KEY), uploaded by
+                         `wandb sync` into that project and read back through the W&B API
     What the target cannot hold is listed in the report as transformed (how) or not carried (why).
 
     \b

@@ -382,12 +382,18 @@ def test_dry_run_writes_nothing(source: SourceSpec, tmp_path: Path) -> None:
     assert "nothing written" in report.summary()
 
 
-def test_an_api_target_is_refused(source: SourceSpec, tmp_path: Path) -> None:
+def test_targets_braid_cannot_write_are_refused_before_any_read(source: SourceSpec, tmp_path: Path) -> None:
+    """A server target without WANDB_API_KEY (unset here), a target with neither `path` nor
+    `entity`/`project`, and a `path` that is a file: each one readable error, nothing written."""
     cloud = SourceSpec("cloud", "wandb", {"entity": "team", "project": "churn"}, base_dir=tmp_path)
     with pytest.raises(MigrationUsageError) as caught:
         migrate(source, cloud, catalog=tmp_path / ".braid")
-    assert "wandb sync" in str(caught.value) and "cloud" in str(caught.value)
+    assert "WANDB_API_KEY" in str(caught.value) and "cloud" in str(caught.value)
     assert "path" in (caught.value.hint or "")
+    nowhere = SourceSpec("nowhere", "wandb", {"entity": "team"}, base_dir=tmp_path)
+    with pytest.raises(MigrationUsageError) as caught:
+        migrate(source, nowhere, catalog=tmp_path / ".braid")
+    assert "no `path` and no `entity` and `project`" in str(caught.value)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "wandb").write_text("not a folder")
     with pytest.raises(MigrationUsageError, match="not a folder"):

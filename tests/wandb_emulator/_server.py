@@ -1,11 +1,13 @@
-"""The W&B API emulator's HTTP server and GraphQL resolvers.
+"""The W&B API emulator's HTTP server.
 
-Each request's document is parsed and validated against `schema.graphql` with graphql-core,
-then executed: nothing matches on query text, so the sidecar's rewrites and the client's
-fragments are handled like a server would. A document that does not validate (a field a
-newer client asks for that the emulator lacks) is answered with GraphQL errors, and the
+Each GraphQL request's document is parsed and validated against `schema.graphql` with
+graphql-core, then executed by the read side's resolvers (`_queries`) or, for a mutation, the
+write side's (`_uploads`): nothing matches on query text, so the sidecar's rewrites and the
+client's fragments are handled like a server would. A document that does not validate (a field
+a newer client asks for that the emulator lacks) is answered with GraphQL errors, and the
 request body is printed to stderr (pytest shows it with the failing test) and kept in
-`problems`.
+`problems`. Beside `/graphql`: wandb-core's `file_stream` and telemetry, the PUTs of uploads,
+and GETs of manifests, run files and artifact files.
 """
 
 from __future__ import annotations
@@ -14,342 +16,21 @@ import base64
 import json
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, Literal
 
 import graphql
 
-from ._state import ServerArtifact, ServerLink, ServerRun, ServerState, json_text
+from ._queries import SCHEMA, Root
+from ._state import ServerState
+from ._uploads import Mutation, download, file_stream, put
 
-SCHEMA = graphql.build_schema((Path(__file__).parent / "schema.graphql").read_text())
-# features the emulated server announces (ServerFeaturesQuery); none changes what braid reads
-FEATURES = ("ARTIFACT_TAGS", "EXPAND_DEFINED_METRIC_GLOBS", "ARTIFACT_REGISTRY_SEARCH")
 FailMode = Literal["graphql", "http500"]
-
-
-def gid(kind: str, number: int) -> str:
-    """W&B's ids: base64 of `Type:N`.
-
-    >>> gid("Run", 3)
-    'UnVuOjM='
-    """
-    return base64.b64encode(f"{kind}:{number}".encode()).decode()
-
-
-def from_gid(value: str) -> tuple[str, int]:
-    kind, _, number = base64.b64decode(value).decode().partition(":")
-    return kind, int(number)
-
-
-def when(seconds: float | None) -> str | None:
-    """A time as W&B's GraphQL answers it: UTC, whole seconds, no zone."""
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def connection(items: Sequence[Any], after: str | None, first: int | None) -> dict[str, Any]:
-    """A Relay connection over a list; the cursor is the index."""
-    start = int(after) + 1 if after else 0
-    end = len(items) if first is None else min(len(items), start + first)
-    edges = [{"node": items[i], "cursor": str(i)} for i in range(start, end)]
-    return {"edges": edges, "totalCount": len(items),
-            "pageInfo": {"endCursor": str(end - 1) if edges else after, "hasNextPage": end < len(items)}}
-
-
-# -- resolvers: objects whose attributes are the GraphQL fields -------------------------------------
-
-class Root:
-    def __init__(self, emulator: WandbEmulator) -> None:
-        self.emulator = emulator
-        self.state = emulator.state
-
-    def viewer(self, info: Any) -> dict[str, Any]:
-        return _viewer(self.state)
-
-    def serverInfo(self, info: Any) -> dict[str, Any]:  # noqa: N802
-        return {"features": [{"name": n, "isEnabled": True} for n in FEATURES], "latestLocalVersionInfo": None}
-
-    def project(self, info: Any, name: str | None = None, entityName: str | None = None) -> Project | None:  # noqa: N803
-        if any((r.entity, r.project) == (entityName, name) for r in self.state.runs) or any(
-                (ln.entity, ln.project) == (entityName, name) for ln in self.state.links):
-            return Project(self.emulator, entityName or "", name or "")
-        return None
-
-    def entity(self, info: Any, name: str | None = None) -> Entity:
-        return Entity(self.emulator, name or self.state.username)
-
-    def artifact(self, info: Any, id: str) -> Artifact | None:  # noqa: A002
-        kind, number = from_gid(id)
-        arts = self.state.artifacts
-        return Artifact(self.emulator, arts[number - 1]) if kind == "Artifact" and 0 < number <= len(arts) else None
-
-    def organization(self, info: Any, name: str | None = None) -> dict[str, Any]:
-        return _organization(self.emulator)
-
-
-def _viewer(state: ServerState) -> dict[str, Any]:
-    return {"id": gid("User", 1), "name": state.username, "username": state.username,
-            "email": f"{state.username}@example.org", "entity": state.username, "flags": "{}",
-            "teams": {"edges": []}, "organizations": [{"id": gid("Organization", 1), "name": state.organization,
-                                                       "orgEntity": {"id": gid("Entity", 0),
-                                                                     "name": state.org_entity}}]}
-
-
-def _organization(emulator: WandbEmulator) -> dict[str, Any]:
-    state = emulator.state
-    return {"id": gid("Organization", 1), "name": state.organization,
-            "orgEntity": Entity(emulator, state.org_entity)}
-
-
-class Entity:
-    def __init__(self, emulator: WandbEmulator, name: str) -> None:
-        self.emulator, self.name = emulator, name
-        self.id = gid("Entity", abs(hash(name)) % 10_000)
-
-    def organization(self, info: Any) -> dict[str, Any]:
-        return _organization(self.emulator)
-
-    def user(self, info: Any) -> dict[str, Any]:
-        return _viewer(self.emulator.state)
-
-    def project(self, info: Any, name: str | None = None) -> Project:
-        return Project(self.emulator, self.name, name or "")
-
-
-class Project:
-    def __init__(self, emulator: WandbEmulator, entity: str, name: str) -> None:
-        self.emulator, self.name, self.entity_name = emulator, name, entity
-        keys = sorted({(r.entity, r.project) for r in emulator.state.runs} |
-                      {(ln.entity, ln.project) for ln in emulator.state.links})
-        self.internalId = str(keys.index((entity, name)) + 1) if (entity, name) in keys else "0"
-        self.id = gid("Project", int(self.internalId))
-        self.readOnly = False
-
-    def entity(self, info: Any) -> Entity:
-        return Entity(self.emulator, self.entity_name)
-
-    def _runs(self) -> list[ServerRun]:
-        return [r for r in self.emulator.state.runs if (r.entity, r.project) == (self.entity_name, self.name)]
-
-    def runCount(self, info: Any, filters: str | None = None) -> int:  # noqa: N802
-        return len(self._runs())
-
-    def runs(self, info: Any, filters: str | None = None, after: str | None = None, first: int | None = None,
-             order: str | None = None) -> dict[str, Any]:
-        runs = sorted(self._runs(), key=lambda r: r.created_at, reverse=(order or "").startswith("-"))
-        return connection([Run(self.emulator, r) for r in runs], after, first)
-
-    def run(self, info: Any, name: str) -> Run | None:
-        for r in self._runs():
-            if r.name == name:
-                return Run(self.emulator, r)
-        return None
-
-    def artifactCollectionMembership(self, info: Any, name: str) -> Membership | None:  # noqa: N802
-        base, _, version = name.partition(":")
-        state = self.emulator.state
-        for ln in state.links:
-            if (ln.entity, ln.project, ln.collection) == (self.entity_name, self.name, base) and \
-                    version in (f"v{ln.version_index}", *ln.aliases):
-                return Membership(self.emulator, state.artifacts[ln.artifact - 1], ln)
-        for art in state.artifacts:
-            if (art.entity, art.project, art.name) == (self.entity_name, self.name, base) and \
-                    version in (f"v{art.version_index}", *art.aliases):
-                return Membership(self.emulator, art, None)
-        return None
-
-
-class Run:
-    def __init__(self, emulator: WandbEmulator, run: ServerRun) -> None:
-        self.emulator, self.run = emulator, run
-        r = run
-        self.id = gid("Run", r.number)
-        self.name = r.name
-        self.displayName = r.display_name or r.name
-        self.tags = r.tags
-        self.sweepName = None
-        self.state = r.state
-        self.group, self.jobType, self.notes, self.commit, self.host = r.group, r.job_type, r.notes, r.commit, r.host
-        self.readOnly = False
-        self.description = r.notes
-        self.createdAt = when(r.created_at)
-        self.heartbeatAt = when(r.heartbeat_at)
-        self.historyLineCount = len(r.history)
-        self.fileCount = 1 if r.metadata is not None else 0
-
-    def _project(self) -> Project:
-        return Project(self.emulator, self.run.entity, self.run.project)
-
-    def projectId(self, info: Any) -> int:  # noqa: N802
-        return int(self._project().internalId)
-
-    def project(self, info: Any) -> Project:
-        return self._project()
-
-    def config(self, info: Any) -> str:
-        # W&B keeps each top-level key as {"value": ..., "desc": ...}, beside its own `_wandb`
-        raw = {k: {"value": v, "desc": None} for k, v in self.run.config.items()}
-        raw["_wandb"] = {"value": {"cli_version": "0.31.0"}, "desc": None}
-        return json_text(raw)
-
-    def summaryMetrics(self, info: Any) -> str:  # noqa: N802
-        return json_text(self.run.summary)
-
-    def systemMetrics(self, info: Any) -> str:  # noqa: N802
-        return "{}"
-
-    def user(self, info: Any) -> dict[str, Any]:
-        return _viewer(self.emulator.state)
-
-    def historyKeys(self, info: Any, format: str | None = None) -> dict[str, Any]:  # noqa: N802, A002
-        keys: dict[str, int] = {}
-        for row in self.run.history:
-            for k in row:
-                keys[k] = keys.get(k, 0) + 1
-        last = max((row["_step"] for row in self.run.history), default=-1)
-        return {"lastStep": last, "keys": {k: {"typeCounts": [{"type": "number", "count": n}]}
-                                           for k, n in keys.items()}}
-
-    def history(self, info: Any, minStep: int | None = None, maxStep: int | None = None,  # noqa: N803
-                samples: int | None = None) -> list[str]:
-        rows = [row for row in self.run.history
-                if (minStep is None or row["_step"] >= minStep) and (maxStep is None or row["_step"] < maxStep)]
-        return [json_text(row) for row in rows[:samples]]
-
-    def parquetHistory(self, info: Any, liveKeys: list[str]) -> dict[str, Any]:  # noqa: N802, N803
-        # no exported parquet files: the client pages through `history` (HistoryPage)
-        return {"parquetUrls": [], "liveData": []}
-
-    def files(self, info: Any, names: list[str] | None = None, after: str | None = None, first: int | None = None,
-              pattern: str | None = None) -> dict[str, Any]:
-        files = []
-        if self.run.metadata is not None and (not names or "wandb-metadata.json" in names):
-            body = json.dumps(self.run.metadata).encode()
-            url = f"{self.emulator.url}/files/{self.run.entity}/{self.run.project}/{self.run.name}/wandb-metadata.json"
-            files.append({"id": gid("File", self.run.number), "name": "wandb-metadata.json", "url": url,
-                          "directUrl": url, "sizeBytes": len(body), "mimetype": "application/json",
-                          "updatedAt": when(self.run.created_at), "md5": None})
-        return connection(files, after, first)
-
-    def outputArtifacts(self, info: Any, after: str | None = None, first: int | None = None) -> dict[str, Any]:  # noqa: N802
-        arts = self.emulator.state.artifacts
-        return connection([Artifact(self.emulator, arts[n - 1]) for n in self.run.outputs], after, first)
-
-    def inputArtifacts(self, info: Any, after: str | None = None, first: int | None = None) -> dict[str, Any]:  # noqa: N802
-        arts = self.emulator.state.artifacts
-        return connection([Artifact(self.emulator, arts[n - 1]) for n in self.run.inputs], after, first)
-
-
-class Collection:
-    """An ArtifactSequence (`kind` "ArtifactSequence") or a registry's ArtifactPortfolio."""
-
-    def __init__(self, emulator: WandbEmulator, kind: str, entity: str, project: str, name: str) -> None:
-        self.emulator, self.kind, self.entity, self.project_name, self.name = emulator, kind, entity, project, name
-        self.id = gid(kind, abs(hash((entity, project, name))) % 100_000)
-
-    def project(self, info: Any) -> Project:
-        return Project(self.emulator, self.entity, self.project_name)
-
-
-def _alias(emulator: WandbEmulator, alias: str, collection: Collection, number: int) -> dict[str, Any]:
-    return {"id": gid("ArtifactAlias", number), "alias": alias, "artifactCollection": collection}
-
-
-class Artifact:
-    def __init__(self, emulator: WandbEmulator, art: ServerArtifact) -> None:
-        self.emulator, self.art = emulator, art
-        a = art
-        self.id = gid("Artifact", a.number)
-        self.versionIndex = a.version_index
-        self.artifactType = {"name": a.type}
-        self.description = a.description
-        self.metadata = json_text(a.metadata) if a.metadata is not None else None
-        self.ttlDurationSeconds = -1  # no TTL: inherited from the project, which has none
-        self.ttlIsInherited = True
-        self.tags = [{"id": gid("Tag", i), "name": t} for i, t in enumerate(a.tags)]
-        self.historyStep = None
-        self.state = "COMMITTED"
-        self.size = a.size
-        self.digest = a.digest
-        self.digestAlgorithm = a.digest_algorithm
-        self.commitHash = None
-        self.fileCount = len(a.manifest["contents"])
-        self.createdAt = when(a.created_at)
-        self.updatedAt = when(a.created_at)
-
-    def artifactSequence(self, info: Any) -> Collection:  # noqa: N802
-        a = self.art
-        return Collection(self.emulator, "ArtifactSequence", a.entity, a.project, a.name)
-
-    def aliases(self, info: Any) -> list[dict[str, Any]]:
-        seq = self.artifactSequence(info)
-        return [_alias(self.emulator, alias, seq, self.art.number * 100 + i)
-                for i, alias in enumerate(self.art.aliases)]
-
-    def currentManifest(self, info: Any) -> dict[str, Any]:  # noqa: N802
-        url = f"{self.emulator.url}/manifests/{self.art.number}.json"
-        return {"file": {"id": gid("File", 10_000 + self.art.number), "name": "wandb_manifest.json",
-                         "url": url, "directUrl": url, "sizeBytes": 0}}
-
-    def artifactMemberships(self, info: Any, first: int | None = None) -> dict[str, Any]:  # noqa: N802
-        own = [Membership(self.emulator, self.art, None)]
-        links = [Membership(self.emulator, self.art, ln) for ln in self.emulator.state.links
-                 if ln.artifact == self.art.number]
-        return {"edges": [{"node": m} for m in own + links], "pageInfo": {"endCursor": None, "hasNextPage": False}}
-
-    def createdBy(self, info: Any) -> Run | None:  # noqa: N802
-        number = self.art.created_by
-        return None if number is None else Run(self.emulator, self.emulator.state.runs[number - 1])
-
-    def usedBy(self, info: Any, first: int | None = None) -> dict[str, Any]:  # noqa: N802
-        runs = [Run(self.emulator, r) for r in self.emulator.state.runs if self.art.number in r.inputs]
-        return connection(runs, None, first)
-
-
-class Membership:
-    """An artifact version as a member of a collection: its own sequence, or a registry link."""
-
-    def __init__(self, emulator: WandbEmulator, art: ServerArtifact, link: ServerLink | None) -> None:
-        self.emulator, self.art, self.link = emulator, art, link
-        if link is None:
-            self.id = gid("ArtifactCollectionMembership", art.number)
-            self.versionIndex = art.version_index
-            self.createdAt = when(art.created_at)
-            self.collection = Collection(emulator, "ArtifactSequence", art.entity, art.project, art.name)
-            self._aliases = art.aliases
-        else:
-            self.id = gid("ArtifactCollectionMembership", 10_000 + link.number)
-            self.versionIndex = link.version_index
-            self.createdAt = when(link.created_at)
-            self.collection = Collection(emulator, "ArtifactPortfolio", link.entity, link.project, link.collection)
-            self._aliases = link.aliases
-
-    def aliases(self, info: Any) -> list[dict[str, Any]]:
-        return [_alias(self.emulator, a, self.collection, i) for i, a in enumerate(self._aliases)]
-
-    def artifactCollection(self, info: Any) -> Collection:  # noqa: N802
-        return self.collection
-
-    def artifact(self, info: Any) -> Artifact:
-        return Artifact(self.emulator, self.art)
-
-
-def _resolve_type(value: Any, info: Any, abstract: Any) -> str | None:
-    if isinstance(value, Collection):
-        return value.kind
-    if isinstance(value, Run):
-        return "Run"
-    return "User"
-
-
-for _name in ("ArtifactCollection", "ArtifactCreator"):
-    SCHEMA.get_type(_name).resolve_type = _resolve_type  # type: ignore[union-attr]
+# the requests that are not GraphQL operations, by the name `fail` knows them by
+FILE_STREAM, UPLOAD = "file_stream", "upload"
 
 
 # -- the HTTP server -------------------------------------------------------------------------------------
@@ -370,18 +51,30 @@ class WandbEmulator:
 
     Error modes, for tests: `fail(operation, "graphql")` answers that operation with a
     GraphQL `errors` array (HTTP 200, as W&B does), `fail(operation, "http500")` with HTTP
-    500; `api_keys` (when set) are the only keys accepted, any other is refused at `Viewer`.
+    500, both from its `after`+1-th request on (`file_stream` and `upload`, the PUTs, fail
+    with HTTP 500 whatever the mode); `api_keys` (when set) are the only keys accepted, any
+    other is refused (HTTP 401) at the first GraphQL or file_stream request.
     """
 
     state: ServerState
     api_keys: set[str] | None = None
     requests: list[Request] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    failures: dict[str, FailMode] = field(default_factory=dict)
+    failures: dict[str, tuple[FailMode, int]] = field(default_factory=dict)
     url: str = ""
+    # one request at a time changes or reads the state (wandb-core sends several at once)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def fail(self, operation: str, mode: FailMode = "graphql") -> None:
-        self.failures[operation] = mode
+    def fail(self, operation: str, mode: FailMode = "graphql", *, after: int = 0) -> None:
+        self.failures[operation] = (mode, after)
+
+    def failing(self, operation: str | None) -> FailMode | None:
+        """How this request of `operation` fails, if it does (it is already in `requests`)."""
+        mode, after = self.failures.get(operation or "", (None, 0))
+        if mode is None:
+            return None
+        seen = sum(r.operation == operation for r in self.requests)
+        return mode if seen > after else None
 
     def operations(self) -> list[str]:
         return [r.operation or "" for r in self.requests if r.path == "/graphql"]
@@ -411,10 +104,10 @@ class WandbEmulator:
         ops = [d for d in document.definitions if isinstance(d, graphql.OperationDefinitionNode)]
         operation = payload.get("operationName") or (ops[0].name.value if len(ops) == 1 and ops[0].name else None)
         self.requests.append(Request("/graphql", operation, body.decode("utf-8", "replace")))
-        if self.api_keys is not None and key not in self.api_keys:
+        if not self.accepts(key):
             # W&B refuses an unknown key with 401 before looking at the query
             return 401, {"errors": [{"message": "user is not logged in"}]}
-        mode = self.failures.get(operation or "")
+        mode = self.failing(operation)
         if mode == "http500":
             return 500, {"errors": [{"message": "Internal Server Error"}]}
         if mode == "graphql":
@@ -424,7 +117,9 @@ class WandbEmulator:
         if errors:
             self._problem("; ".join(e.message for e in errors), body)
             return 200, {"errors": [e.formatted for e in errors], "data": None}
-        result = graphql.execute(SCHEMA, document, root_value=Root(self), operation_name=operation,
+        chosen = next(op for op in ops if operation is None or (op.name and op.name.value == operation))
+        root = Mutation(self) if chosen.operation is graphql.OperationType.MUTATION else Root(self)
+        result = graphql.execute(SCHEMA, document, root_value=root, operation_name=operation,
                                  variable_values=payload.get("variables") or {})
         if result.errors:  # type: ignore[union-attr]
             self._problem("; ".join(str(e) for e in result.errors), body)  # type: ignore[union-attr]
@@ -436,18 +131,40 @@ class WandbEmulator:
         self.problems.append(message)
         print(message, file=sys.stderr, flush=True)
 
+    def accepts(self, key: str | None) -> bool:
+        return self.api_keys is None or key in self.api_keys
+
+    def stream(self, path: str, body: bytes, key: str | None) -> tuple[int, dict[str, Any]]:
+        """A file_stream request: `/files/<entity>/<project>/<run>/file_stream`."""
+        self.requests.append(Request(path, FILE_STREAM, body.decode("utf-8", "replace")))
+        if not self.accepts(key):
+            return 401, {"error": "user is not logged in"}
+        if self.failing(FILE_STREAM):
+            return 500, {"error": "Internal Server Error"}
+        _, entity, project, run, _ = path.strip("/").split("/")
+        try:
+            return 200, file_stream(self, entity, project, run, json.loads(body))
+        except ValueError as exc:
+            self._problem(f"file_stream: {exc}", body)
+            return 404, {"error": str(exc)}
+
+    def upload(self, path: str, body: bytes) -> int:
+        """A PUT to an upload URL (signed, as object stores' are: no API key)."""
+        self.requests.append(Request(path, UPLOAD, ""))
+        if self.failing(UPLOAD):
+            return 500
+        status = put(self, path, body)
+        if status != 200:
+            self._problem(f"PUT {path}: {status}", b"")
+        return status
+
     def get(self, path: str) -> bytes | None:
-        """Files the GraphQL answers point at: manifests and run files."""
-        state = self.state
+        """Files the GraphQL answers point at: manifests, run files and artifact files."""
         parts = path.strip("/").split("/")
         if len(parts) == 2 and parts[0] == "manifests":
             number = int(parts[1].removesuffix(".json"))
-            return json.dumps(state.artifacts[number - 1].manifest).encode()
-        if len(parts) == 5 and parts[0] == "files" and parts[4] == "wandb-metadata.json":
-            for run in state.runs:
-                if (run.entity, run.project, run.name) == tuple(parts[1:4]) and run.metadata is not None:
-                    return json.dumps(run.metadata).encode()
-        return None
+            return json.dumps(self.state.artifacts[number - 1].manifest).encode()
+        return download(self, path)
 
 
 def _handler(emulator: WandbEmulator) -> type[BaseHTTPRequestHandler]:
@@ -457,23 +174,35 @@ def _handler(emulator: WandbEmulator) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             path = self.path.split("?", 1)[0]
-            if path.startswith("/sdk/otel/"):  # wandb-core's telemetry
-                emulator.requests.append(Request(path, None, ""))
-                self._send(200, b"", "application/x-protobuf")
-                return
-            if path != "/graphql":
-                self._send(404, b"not found", "text/plain")
-                return
-            status, answer = emulator.answer(body, _api_key(self.headers.get("Authorization")))
+            key = _api_key(self.headers.get("Authorization"))
+            with emulator.lock:
+                if path.startswith("/sdk/otel/"):  # wandb-core's telemetry
+                    emulator.requests.append(Request(path, None, ""))
+                    self._send(200, b"", "application/x-protobuf")
+                    return
+                if path == "/graphql":
+                    status, answer = emulator.answer(body, key)
+                elif path.startswith("/files/") and path.endswith("/file_stream") and path.count("/") == 5:
+                    status, answer = emulator.stream(path, body, key)
+                else:
+                    emulator._problem(f"POST {path}: not an endpoint the emulator knows", body)
+                    status, answer = 404, {"error": "not found"}
             self._send(status, json.dumps(answer).encode(), "application/json")
 
+        def do_PUT(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with emulator.lock:
+                status = emulator.upload(self.path.split("?", 1)[0], body)
+            self._send(status, b"", "text/plain")
+
         def do_GET(self) -> None:  # noqa: N802
-            emulator.requests.append(Request(self.path, None, ""))
-            data = emulator.get(self.path.split("?", 1)[0])
+            with emulator.lock:
+                emulator.requests.append(Request(self.path, None, ""))
+                data = emulator.get(self.path.split("?", 1)[0])
             if data is None:
                 self._send(404, b"not found", "text/plain")
             else:
-                self._send(200, data, "application/json")
+                self._send(200, data, "application/octet-stream")
 
         def _send(self, status: int, data: bytes, kind: str) -> None:
             self.send_response(status)

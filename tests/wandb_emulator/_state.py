@@ -12,11 +12,16 @@ Offline runs cannot record what a run used (`run.use_artifact` raises TypeError 
 linked (`link_artifact` raises NotImplementedError), and online runs send both as requests
 that never reach the run folder. So `use` and `link` declare them here, as the server would
 hold them after those calls were made online.
+
+What clients upload (`wandb sync`, the public API: `_uploads`) lands here too, through
+`upsert_run`, `create_artifact`, `commit`, `use` and `link`, so the read side serves uploaded
+runs like the ones built from folders.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,10 +51,13 @@ class ServerArtifact:
     created_at: float
     manifest: dict[str, Any]  # the manifest file as W&B stores it (`wandb_manifest.json`)
     created_by: int | None  # the run's number
+    # an uploaded version is PENDING from createArtifact until commitArtifact
+    state: str = "COMMITTED"
+    pending_aliases: list[str] = field(default_factory=list)  # what commitArtifact assigns
 
     @property
     def size(self) -> int:
-        return sum(e.get("size") or 0 for e in self.manifest["contents"].values())
+        return sum(e.get("size") or 0 for e in self.manifest.get("contents", {}).values())
 
 
 @dataclass
@@ -88,6 +96,11 @@ class ServerRun:
     metadata: dict[str, Any] | None
     outputs: list[int] = field(default_factory=list)
     inputs: list[int] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # uploaded run files but the metadata file
+    # file_stream's other files, line by line (`wandb-events.jsonl`, `output.log`)
+    streams: dict[str, list[str]] = field(default_factory=dict)
+    exit_code: int | None = None
+    wandb_config: dict[str, Any] = field(default_factory=lambda: {"cli_version": "0.31.0"})  # config's `_wandb`
 
 
 @dataclass
@@ -100,6 +113,7 @@ class ServerState:
     runs: list[ServerRun] = field(default_factory=list)
     artifacts: list[ServerArtifact] = field(default_factory=list)
     links: list[ServerLink] = field(default_factory=list)
+    blobs: dict[str, bytes] = field(default_factory=dict)  # uploaded artifact files, by md5 (hex)
 
     @property
     def org_entity(self) -> str:
@@ -153,30 +167,80 @@ class ServerState:
         return run
 
     def _log_artifact(self, art: dict[str, Any], run: ServerRun, when: float) -> ServerArtifact:
-        entity, project = art.get("entity") or run.entity, art.get("project") or run.project
-        versions = [a for a in self.artifacts if (a.entity, a.project, a.name) == (entity, project, art["name"])]
-        for known in versions:
-            if known.digest == art["digest"]:  # the same content is the same version
-                known.aliases = _aliases(known.aliases, art["aliases"])
-                return known
-        for older in versions:
-            older.aliases = [a for a in older.aliases if a != "latest"]  # the server moves `latest`
+        """An artifact the run logged, as `wandb sync` uploads it: created, its manifest, committed."""
         contents = {}
         for e in art["entries"]:
             entry = {"digest": e["digest"], "size": e["size"], "ref": e["ref"],
                      "birthArtifactID": e["birth_artifact_id"], "extra": e["extra"]}
             contents[e["path"]] = {k: v for k, v in entry.items() if v is not None}
-        manifest = {"version": 1, "storagePolicy": art.get("storage_policy") or "wandb-storage-policy-v1",
-                    "storagePolicyConfig": {"storageLayout": "V2"}, "contents": contents}
-        new = ServerArtifact(
-            number=len(self.artifacts) + 1, entity=entity, project=project, name=art["name"], type=art["type"],
-            version_index=len(versions), digest=art["digest"],
-            digest_algorithm=art.get("digest_algorithm") or "MANIFEST_MD5",
-            aliases=_aliases([], [*art["aliases"], "latest"]), tags=list(art["tags"]),
-            description=art["description"], metadata=art["metadata"], created_at=when, manifest=manifest,
-            created_by=run.number)
-        self.artifacts.append(new)
-        return new
+        version = self.create_artifact(
+            entity=art.get("entity") or run.entity, project=art.get("project") or run.project, name=art["name"],
+            type=art["type"], digest=art["digest"], aliases=[*art["aliases"], "latest"], run=run, when=when,
+            algorithm=art.get("digest_algorithm") or "MANIFEST_MD5", tags=art["tags"],
+            description=art["description"], metadata=art["metadata"])
+        if version.state == "PENDING":
+            version.manifest = {"version": 1, "storagePolicy": art.get("storage_policy") or "wandb-storage-policy-v1",
+                                "storagePolicyConfig": {"storageLayout": "V2"}, "contents": contents}
+            self.commit(version)
+        return version
+
+    # -- what clients upload ------------------------------------------------------------------------
+
+    def find_run(self, entity: str, project: str, name: str) -> ServerRun | None:
+        return next((r for r in self.runs if (r.entity, r.project, r.name) == (entity, project, name)), None)
+
+    def upsert_run(self, entity: str, project: str, name: str, fields: dict[str, Any], *,
+                   now: float) -> tuple[ServerRun, bool]:
+        """UpsertBucket: the run `entity/project/name`, made when it is new, with `fields` (the
+        ServerRun's attributes) set; (the run, whether it was made). A new run is created now:
+        the request carries no start time (the original one is in the history rows' `_timestamp`
+        and the metadata file's `startedAt`)."""
+        run = self.find_run(entity, project, name)
+        made = run is None
+        if run is None:
+            run = ServerRun(number=len(self.runs) + 1, entity=entity, project=project, name=name, display_name=None,
+                            state="running", config={}, summary={}, history=[], tags=[], group=None, job_type=None,
+                            notes=None, commit=None, host=None, created_at=now, heartbeat_at=now, metadata=None)
+            self.runs.append(run)
+        for key, value in fields.items():
+            setattr(run, key, value)
+        run.heartbeat_at = now
+        return run, made
+
+    def create_artifact(self, *, entity: str, project: str, name: str, type: str, digest: str,  # noqa: A002
+                        aliases: Sequence[str], run: ServerRun | None, when: float, algorithm: str = "MANIFEST_MD5",
+                        tags: Sequence[str] = (), description: str | None = None,
+                        metadata: Any = None) -> ServerArtifact:
+        """createArtifact: the version of collection `name` that holds this content (the same
+        digest is the same version: W&B dedupes, and a version whose upload was cut off is
+        taken up again), else a new PENDING one. `aliases` are claimed at commit."""
+        versions = [a for a in self.artifacts if (a.entity, a.project, a.name) == (entity, project, name)]
+        version = next((a for a in versions if a.digest == digest), None)
+        if version is None:
+            version = ServerArtifact(
+                number=len(self.artifacts) + 1, entity=entity, project=project, name=name, type=type,
+                version_index=len(versions), digest=digest, digest_algorithm=algorithm, aliases=[], tags=list(tags),
+                description=description, metadata=metadata, created_at=when, manifest={"contents": {}},
+                created_by=run.number if run is not None else None, state="PENDING")
+            self.artifacts.append(version)
+        version.pending_aliases = sorted(set(aliases))
+        if version.state == "COMMITTED":
+            self._claim(version, aliases)
+        if run is not None and version.number not in run.outputs:
+            run.outputs.append(version.number)
+        return version
+
+    def commit(self, art: ServerArtifact) -> None:
+        """commitArtifact: the version is complete; it takes its aliases from older versions."""
+        art.state = "COMMITTED"
+        self._claim(art, art.pending_aliases)
+
+    def _claim(self, art: ServerArtifact, aliases: Sequence[str]) -> None:
+        """An alias names one version of a collection: the others lose it."""
+        for other in self.artifacts:
+            if (other.entity, other.project, other.name) == (art.entity, art.project, art.name) and other is not art:
+                other.aliases = [a for a in other.aliases if a not in aliases]
+        art.aliases = _aliases(art.aliases, list(aliases))
 
     # -- facts offline runs cannot record ---------------------------------------------------------
 
@@ -202,16 +266,26 @@ class ServerState:
         `registry` (the project `wandb-registry-<registry>` of the organization's entity), as
         `run.link_artifact` / `artifact.link` online records. Versions count per collection."""
         art = self.artifact(artifact)
-        project = f"wandb-registry-{registry}"
-        earlier = [ln for ln in self.links if (ln.project, ln.collection) == (project, collection)]
-        if "latest" not in aliases:
-            for ln in earlier:
-                ln.aliases = [a for a in ln.aliases if a != "latest"]
-            aliases = (*aliases, "latest")
-        link = ServerLink(number=len(self.links) + 1, artifact=art.number, entity=self.org_entity, project=project,
-                          collection=collection, version_index=len(earlier), aliases=list(aliases),
-                          created_at=at if at is not None else art.created_at + 60)
-        self.links.append(link)
+        return self.link_version(art, entity=self.org_entity, project=f"wandb-registry-{registry}",
+                                 collection=collection, aliases=aliases,
+                                 at=at if at is not None else art.created_at + 60)
+
+    def link_version(self, art: ServerArtifact, *, entity: str, project: str, collection: str,
+                     aliases: tuple[str, ...], at: float) -> ServerLink:
+        """linkArtifact: `art` as the next version of the portfolio `collection` (linking it
+        again changes nothing but its aliases), which takes `latest` and the given aliases."""
+        members = [ln for ln in self.links if (ln.entity, ln.project, ln.collection) == (entity, project, collection)]
+        link = next((ln for ln in members if ln.artifact == art.number), None)
+        claimed = set(aliases)
+        if link is None:
+            link = ServerLink(number=len(self.links) + 1, artifact=art.number, entity=entity, project=project,
+                              collection=collection, version_index=len(members), aliases=[], created_at=at)
+            self.links.append(link)
+            claimed.add("latest")
+        for other in members:
+            if other is not link:
+                other.aliases = [a for a in other.aliases if a not in claimed]
+        link.aliases = _aliases(link.aliases, sorted(claimed))
         return link
 
 

@@ -8,10 +8,12 @@ and written by the same writer, id map and report; the mapping is declared in `S
 `STATUS`, and the read-back is compared with the source's normalised tables. MLflow and DVC also
 move to W&B (`_wandb_writer`): each run becomes a W&B offline run folder written by the wandb
 SDK, ready for `wandb sync`, as declared in `WANDB_FIELDS`, and the folder is read back with
-braid's W&B reader. Re-running creates nothing new; an interrupted migration
-continues where it stopped (the id map lives in the catalog folder). The report says, per entity
-kind, what was carried, transformed (how) and not carried (why), and is checked by reading the
-target back with braid's own connector.
+braid's W&B reader; for a target that is a W&B server, the folders are uploaded by `wandb sync`
+and checked run by run on the server (`_wandb_upload`), which is read back through the W&B API.
+Re-running creates nothing new; an interrupted migration continues where it stopped (the id map
+lives in the catalog folder). The report says, per entity kind, what was carried, transformed
+(how) and not carried (why), and is checked by reading the target back with braid's own
+connector.
 
 >>> from braid.unify.migrate import migrate                                  # doctest: +SKIP
 >>> report = migrate(config.source("old"), config.source("new"), catalog=config.catalog)  # doctest: +SKIP
@@ -58,8 +60,8 @@ def migrate(
     """Copy the source's runs (all live runs, or the run ids in `select`) into the target.
 
     The source is MLflow, W&B or DVC; the target is MLflow, or (from MLflow and DVC) a folder of
-    W&B run folders (`_migrate_to_wandb`). `select` holds run node ids (`<source>:run/<id>`) or
-    native ids.
+    W&B run folders or a W&B server's project (`_migrate_to_wandb`). `select` holds run node ids
+    (`<source>:run/<id>`) or native ids.
 
     `artifact_root` is where experiments created in a database target keep their artifacts
     (braid writes the full text of over-long values there); a server target chooses its own.
@@ -67,11 +69,12 @@ def migrate(
     if (source.tool, target.tool) not in DIRECTIONS:
         raise MigrationUsageError(f"braid does not migrate {source.tool} to {target.tool} yet",
                                   hint="this version migrates mlflow, wandb and dvc to mlflow, and mlflow and dvc "
-                                       "to wandb run folders")
+                                       "to wandb (run folders, or a W&B server)")
     if source.name == target.name:
         raise MigrationUsageError("the source and the target are the same source")
     if target.tool == "wandb":
-        wandb_folder(target)  # an API-only W&B target is refused before the source is read
+        # a W&B target with no place to write, or a server without a key, is refused before any read
+        wandb_folder(target, catalog=catalog, key=not dry_run)
     from_mlflow = source.tool == "mlflow"
     read = read_mlflow(source) if from_mlflow else read_tool(source)
     # run node ids (`<source>:run/<native id>`) or native ids; a W&B or DVC native id holds slashes
@@ -197,17 +200,21 @@ def _long_values(plan: Plan, idmap: IdMap, target: SourceRead, path_of: object) 
 
 def _migrate_to_wandb(source: SourceSpec, target: SourceSpec, plan: Plan, *, catalog: Path, dry_run: bool,
                       progress: Progress) -> Report:
-    """MLflow or DVC into W&B: run folders written by the wandb SDK (`_wandb_writer`), read back
-    with braid's W&B reader and compared with the source through `WANDB_FIELDS`."""
+    """MLflow or DVC into W&B: run folders written by the wandb SDK (`_wandb_writer`), uploaded to
+    the server of an API target (`_wandb_upload`), read back with braid's W&B reader (the folder,
+    or the server through `wandb.Api()`) and compared with the source through `WANDB_FIELDS`."""
     from wandb.errors import Error as WandbError
 
+    from ._wandb_upload import ApiTarget
     from ._wandb_writer import WandbWriter, expected_wandb_report, verify_wandb
 
-    report = expected_wandb_report(plan, source.tool, dry_run=dry_run)
+    api = ApiTarget.of(target)
+    project = api.project if api is not None else None  # a server target's runs all go into its project
+    report = expected_wandb_report(plan, source.tool, dry_run=dry_run, project=project)
     idmap = IdMap.load(catalog, source.name, target.name)
     if dry_run:
         return _planned(report, plan, idmap)
-    writer = WandbWriter(target, plan, source)
+    writer = WandbWriter(target, plan, source, catalog=catalog)
     try:
         writer.runs(idmap, progress)
     except BraidError:
@@ -219,6 +226,6 @@ def _migrate_to_wandb(source: SourceSpec, target: SourceSpec, plan: Plan, *, cat
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
             hint="finished run folders are kept; run the same migration again to continue") from None
     report.created, report.reused = writer.created, writer.reused
-    report.verification = verify_wandb(plan, source.tool, writer.read_back(), idmap)
+    report.verification = verify_wandb(plan, source.tool, writer.read_back(), idmap, project=project)
     report_copies(report, plan, idmap, keep=(WANDB_FIELDS["artifact"]["model_files"][1],))
     return report

@@ -1,8 +1,12 @@
-"""Write a plan as W&B offline run folders through the wandb SDK, ready for `wandb sync`.
+"""Write a plan as W&B offline run folders through the wandb SDK, ready for `wandb sync`, or
+uploaded by it to a W&B server.
 
-The target is a wandb source whose `path` is the folder the run folders go into; each run is
-written by `wandb.init(mode="offline", ...)`, `run.log(row, step=...)` per history step and
-`run.finish(exit_code=...)`, exactly as a training script would write it. What a W&B run can
+The target is a wandb source whose `path` is the folder the run folders go into, or a W&B
+server (`entity` and `project`, no `path`): then the folders are written into braid's staging
+folder in the catalog and uploaded by `wandb sync` (`_wandb_upload`), every run into the
+target's project. Each run is written by `wandb.init(mode="offline", ...)`,
+`run.log(row, step=...)` per history step and `run.finish(exit_code=...)`, exactly as a
+training script would write it. What a W&B run can
 hold, and how each source field gets there, is declared once in `WANDB_FIELDS` (with `TAG_FIELDS`,
 `WANDB_STATUS`, `CONFIG`); the writer, the expected report and the read-back verification all
 follow it. What the SDK does, found by writing folders with wandb 0.31 and reading them back:
@@ -36,13 +40,16 @@ follow it. What the SDK does, found by writing folders with wandb 0.31 and readi
 
 A run is written into a staging folder under `<path>/.braid/` (a folder braid's W&B reader and
 `wandb sync` do not look into) and renamed into `<path>` once the SDK has finished it; then the
-id map marks it done. A re-run skips done runs, adopts a finished folder the map missed (a kill
-between the rename and the map write), and deletes what a killed run left in staging.
+id map marks it done (for a server: once the server holds it whole, `_wandb_upload`). A re-run
+skips done runs, adopts a finished folder the map missed (a kill between the rename and the map
+write; for a server, it is uploaded then), and deletes what a killed run left in staging.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -52,6 +59,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +79,8 @@ from ._idmap import IdMap
 from ._plan import DELETED, PARENT_NOT_MIGRATED, How, Plan
 from ._report import EXAMPLES, KindReport, Report, _compare
 from ._sources import INVALID_KEY, NO_STEP, NO_TIME, SOURCE_STATUS_TAG
+from ._wandb_upload import (BATCH, ApiTarget, Expected, Held, Pending, Server, check_key, failure, last_values,
+                            resumed_rows, server_state, upload)
 
 NOTE = "mlflow.note.content"
 # W&B's own limits (wandb.init refuses values outside them)
@@ -111,8 +121,9 @@ TAG_FIELDS = {RUN_NAME: "name", USER: "user", GIT_COMMIT: "git_commit", GIT_REMO
 # why and how, once: the declaration below, the writer and the report all use these
 RUN_ID = (f"the W&B run id is a hash of the source name and run id (stable across re-runs); the source id "
           f"is config {CONFIG}.source_id")
-TIMES = (f"the W&B run starts when braid writes it (wandb.init stamps its own start time): the original start "
-         f"and end are config {CONFIG}.started_at / {CONFIG}.ended_at; history rows keep their original _timestamp")
+TIMES = (f"the W&B run starts when braid writes it (wandb.init stamps its own start time; a server's run, when it "
+         f"is uploaded): the original start and end are config {CONFIG}.started_at / {CONFIG}.ended_at; history "
+         "rows keep their original _timestamp")
 STATUS_HOW = ("as the exit code of run.finish: "
               + ", ".join(f"{s} {EXIT_CODES[w]} ({w})" for s, w in WANDB_STATUS.items())
               + f" (the SDK writes a folder only for a run it finished); the original, when not the same, is config "
@@ -124,12 +135,14 @@ TAG_IN_CONFIG = (f"a tag with a value, or longer than {MAX_TAG_LENGTH} character
                  f"W&B tags are labels of 1 to {MAX_TAG_LENGTH} characters")
 PARENT_LINK = (f"W&B has no parent runs: config {CONFIG}.parent_id names the parent's W&B run id, and a parent "
                "and its descendants share one W&B group (the top parent's run id)")
-DATASETS = (f"offline W&B runs cannot record inputs (use_artifact raises in offline mode): each dataset's name, "
-            f"digest, source, schema, profile and input tags are config {CONFIG}.datasets")
+DATASETS = (f"W&B runs record inputs as artifacts they used, and a dataset input holds no bytes braid could log as "
+            f"one (offline runs cannot use artifacts at all): each dataset's name, digest, source, schema, profile "
+            f"and input tags are config {CONFIG}.datasets")
 ARTIFACT_BYTES = (f"each run's files are one W&B artifact of the run (type {ARTIFACT_TYPE!r}, named "
                   f"{ARTIFACT_PREFIX}<W&B run id>), at their source paths, every path checked to stay inside the "
                   "artifact folder; the SDK stages the bytes for `wandb sync`")
-NO_REGISTRY = "a W&B registry link needs the W&B server (link_artifact raises in offline mode)"
+NO_REGISTRY = ("a W&B registry version links a model artifact, and braid logs each run's files as one artifact, "
+               "not the registered model's own (offline runs cannot link at all: link_artifact raises)")
 
 # entity kind -> field (or case) -> (how, why): what happens on the way into a W&B run folder.
 # `history` names each metric point's case and `tag_fates` each tag's; the report counts them here.
@@ -138,6 +151,9 @@ WANDB_FIELDS: dict[str, dict[str, tuple[How, str]]] = {
         "name": ("carried", "an experiment (a DVC repository) becomes the W&B project of that name"),
         "renamed": ("transformed", f"renamed: W&B project names cannot hold / \\ # ? % : (each becomes '-') nor "
                                    f"more than {MAX_PROJECT_LENGTH} characters"),
+        "project": ("transformed", f"on a W&B server, every run goes into the project the target names (`project`): "
+                                   f"braid reads one project of a server; the experiment's name is config "
+                                   f"{CONFIG}.experiment"),
         "tags": ("not_carried", "experiment tags: W&B projects have no tags the SDK can write"),
     },
     "run": {"id": ("transformed", RUN_ID), "lifecycle_stage": ("not_carried", DELETED)},
@@ -178,7 +194,8 @@ WANDB_FIELDS: dict[str, dict[str, tuple[How, str]]] = {
     "dataset_output": {"dataset": ("transformed", f"a dataset a run wrote: its files are in the run's "
                                                   f"{ARTIFACT_TYPE!r} artifact (artifact bytes), not a W&B dataset "
                                                   f"artifact of its own")},
-    "other_input": {"file": ("not_carried", "a model or file a run read: offline W&B runs cannot record inputs")},
+    "other_input": {"file": ("not_carried", "a model or file a run read: W&B runs record inputs as artifacts they "
+                                            "used, and braid logs none for it (offline runs cannot use artifacts)")},
     "artifact": {"bytes": ("carried", ARTIFACT_BYTES),
                  "model_files": ("not_carried", "a logged model's files: MLflow 3 LoggedModels have no W&B "
                                                 "counterpart the SDK writes offline")},
@@ -194,16 +211,26 @@ WRITTEN = ("value", "timestamp")
 
 # -- the target ---------------------------------------------------------------------------------
 
-def wandb_folder(spec: SourceSpec) -> Path:
-    """Where the run folders go: the target's `path`. A target without one (entity/project on
-    a W&B server) is refused: braid writes folders for `wandb sync`, not through the W&B API."""
+def wandb_folder(spec: SourceSpec, *, catalog: Path, key: bool = False) -> Path:
+    """Where the run folders go: the target's `path`; for a target that is a W&B server
+    (`entity` and `project`, no `path`), braid's staging folder in the catalog, from where they
+    are uploaded (`_wandb_upload`), and, with `key`, a server needs WANDB_API_KEY. A target with
+    neither is refused."""
+    api = ApiTarget.of(spec)
+    if api is not None:
+        if PROJECT_FORBIDDEN.search(api.project) or len(api.project) > MAX_PROJECT_LENGTH:
+            raise MigrationUsageError(f"the W&B target {spec.name!r}: {api.project!r} is not a W&B project name "
+                                      f"(no / \\ # ? % :, at most {MAX_PROJECT_LENGTH} characters)")
+        if key:
+            check_key(api)
+        return api.folder(catalog)
     folder = spec.path("path")
     if folder is None:
         raise MigrationUsageError(
-            f"the W&B target {spec.name!r} has no `path`: braid migrate writes W&B run folders for `wandb sync`; "
-            "it cannot write runs through the W&B API",
-            hint=f"set `path` of {spec.name!r} to a folder for the run folders, migrate, then upload them with "
-                 "`wandb sync <folder>/offline-run-*`")
+            f"the W&B target {spec.name!r} has no `path` and no `entity` and `project`: braid migrate writes W&B run "
+            "folders into a `path`, or uploads them to the project `entity`/`project` of a W&B server",
+            hint=f"set `path` of {spec.name!r} to a folder for the run folders, or `entity` and `project` (and "
+                 "`base_url` for a server other than WANDB_BASE_URL's) with the key in WANDB_API_KEY")
     if folder.exists() and not folder.is_dir():
         raise MigrationUsageError(f"{folder}: not a folder (the `path` of the W&B target {spec.name!r})")
     return folder
@@ -334,14 +361,15 @@ def _count(kinds: dict[str, KindReport], kind: str, case: str, n: int, *, why: s
         report.not_carried[why or text] += n
 
 
-def expected_wandb_report(plan: Plan, tool: str, *, dry_run: bool) -> Report:
-    """The report a migration into W&B run folders leads to, counted from the plan through the
-    declaration (`WANDB_FIELDS`) before anything is written."""
+def expected_wandb_report(plan: Plan, tool: str, *, dry_run: bool, project: str | None = None) -> Report:
+    """The report a migration into W&B run folders (or, with `project`, into that project of a W&B
+    server) leads to, counted from the plan through the declaration (`WANDB_FIELDS`) before
+    anything is written."""
     raw = plan.read.raw
     kinds = {kind: KindReport() for kind in WANDB_FIELDS}
     names = raw["experiments"].filter(pl.col("experiment_id").is_in(plan.experiment_ids))["name"].to_list()
-    renamed = sum(project_name(n) != n for n in names)
-    _count(kinds, "experiment", "name", len(names) - renamed)
+    renamed = 0 if project is not None else sum(project_name(n) != n for n in names)
+    _count(kinds, "experiment", "project" if project is not None else "name", len(names) - renamed)
     _count(kinds, "experiment", "renamed", renamed)
     if tool == "mlflow":
         _count(kinds, "experiment", "tags",
@@ -439,15 +467,18 @@ def _source_only(plan: Plan, tool: str, kinds: dict[str, KindReport]) -> None:
 # -- the writer ---------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def offline_sdk() -> Iterator[Any]:
+def offline_sdk(*, data_dir: Path | None = None) -> Iterator[Any]:
     """The wandb SDK, offline and silent, with no WANDB_* variable of the caller's shell in play
     (WANDB_RUN_ID, WANDB_TAGS, WANDB_ENTITY... would change what is written) but those saying
-    where bytes go on disk (`KEPT_VARIABLES`); stdout kept for the report. Restored afterwards."""
+    where bytes go on disk (`KEPT_VARIABLES`; `data_dir`, when given, is where the SDK stages
+    artifact bytes); stdout kept for the report. Restored afterwards."""
     saved = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
     for key in saved:
         if key not in KEPT_VARIABLES:
             del os.environ[key]
     os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DISABLE_CODE="true")
+    if data_dir is not None:
+        os.environ["WANDB_DATA_DIR"] = str(data_dir)
     import wandb
 
     fresh = wandb.run is None
@@ -481,12 +512,28 @@ def finished_log(log: Path, *, timeout: float = FLUSH_TIMEOUT) -> Segment:
         delay = min(delay * 2, 0.5)
 
 
-class WandbWriter:
-    """Writes the planned runs of `source` as W&B offline run folders into one folder."""
+@dataclass(frozen=True)
+class PreparedRun:
+    """One run as the SDK is to write it: `wandb.init`'s arguments, its history rows (one per
+    step: keys, values and the row's timestamp), its W&B status, and the username its
+    environment record must hold."""
 
-    def __init__(self, spec: SourceSpec, plan: Plan, source: SourceSpec) -> None:
+    init: dict[str, Any]
+    rows: pl.DataFrame | None
+    status: str
+    user: str
+
+
+class WandbWriter:
+    """Writes the planned runs of `source` as W&B offline run folders into one folder; for an API
+    target, into its staging folder in the catalog, from where `_wandb_upload` sends them to the
+    server a batch at a time."""
+
+    def __init__(self, spec: SourceSpec, plan: Plan, source: SourceSpec, *, catalog: Path) -> None:
         self.spec, self.plan, self.source, self.tool = spec, plan, source, source.tool
-        self.folder = wandb_folder(spec)
+        self.api = ApiTarget.of(spec)
+        self.server = Server(self.api, source.name) if self.api is not None else None
+        self.folder = wandb_folder(spec, catalog=catalog)
         self._files_of: RunFiles | None = None
         self.entity = spec.options.get("entity")
         self.created: Counter[str] = Counter()
@@ -520,13 +567,19 @@ class WandbWriter:
     def native_id(self, project: str, wid: str) -> str:
         return f"{self.entity or 'offline'}/{project}/{wid}"
 
+    def project(self, experiment: str | None) -> str:
+        """The W&B project an experiment's runs go into: the target's on a server, else its own."""
+        return self.api.project if self.api is not None else project_name(experiment)
+
     def runs(self, idmap: IdMap, progress: Progress = no_progress) -> None:
         plan, raw = self.plan, self.plan.read.raw
+        if self.server is not None:
+            self.server.connect()  # a dead server or a refused key: one line, before anything is written
         self.folder.mkdir(parents=True, exist_ok=True)
         experiments = dict(raw["experiments"].select("experiment_id", "name").iter_rows())
         for experiment in plan.experiment_ids:
             if idmap.get("experiments", experiment) is None:
-                idmap.set("experiments", experiment, project_name(experiments.get(experiment)))
+                idmap.set("experiments", experiment, self.project(experiments.get(experiment)))
                 self.created["projects"] += 1
             else:
                 self.reused["projects"] += 1
@@ -539,40 +592,106 @@ class WandbWriter:
                 .iter_rows(named=True)}
         parent, top = families(plan)
         jobs = job_types(plan, self.tool)
-        with offline_sdk() as wandb:
+        waiting: list[Pending] = []
+        with offline_sdk(data_dir=self.data_dir) as wandb:
             for n, run_uuid in enumerate(plan.run_ids):
                 wid = wandb_run_id(plan.source, run_uuid)
-                project = str(idmap.get("experiments", info[run_uuid]["experiment_id"]))
+                experiment = info[run_uuid]["experiment_id"]
+                project = str(idmap.get("experiments", experiment))
                 if idmap.run_done(run_uuid):
                     self.reused["runs"] += 1
-                elif self.finished_folder(wid) is not None:
-                    # renamed in by a migration killed before it could update the map
+                    progress("runs", n + 1, len(plan.run_ids))
+                    continue
+                parts = {name: frames.get(run_uuid) for name, frames in by_run.items()}
+                run = self._prepare(wandb, info[run_uuid], project, experiments.get(experiment), wid, parts,
+                                    parent, top, jobs)
+                folder = self._folder(wandb, run, run_uuid, wid, idmap)
+                if self.server is None:
                     idmap.set_run(run_uuid, self.native_id(project, wid), done=True)
                     idmap.save()
-                    self.reused["runs (found finished in the target folder)"] += 1
                 else:
-                    parts = {name: frames.get(run_uuid) for name, frames in by_run.items()}
-                    folder, tally = self._run(wandb, info[run_uuid], project, wid, parts, parent, top, jobs)
-                    # the files' outcome first: a kill after the rename adopts the folder with it
-                    idmap.set("artifacts", run_uuid, tally.entry())
-                    idmap.save()
-                    os.replace(folder, self.folder / folder.name)  # complete: only now does the target hold it
-                    shutil.rmtree(self.staging(wid), ignore_errors=True)
-                    idmap.set_run(run_uuid, self.native_id(project, wid), done=True)
-                    idmap.save()
-                    self.created["runs"] += 1
-                    if tally.copied:
-                        self.created["artifact files"] += tally.copied
+                    waiting.append(self._pending(wandb, run, run_uuid, wid, folder, idmap))
+                    if len(waiting) >= BATCH:
+                        self._upload(waiting, idmap)
+                        waiting = []
                 progress("runs", n + 1, len(plan.run_ids))
-        with contextlib.suppress(OSError):  # empty staging folders: nothing was left half-written
+            if waiting:
+                self._upload(waiting, idmap)
+        self._clean()
+
+    def _folder(self, wandb: Any, run: PreparedRun, run_uuid: str, wid: str, idmap: IdMap) -> Path:
+        """The run's finished folder in the target folder: the one a killed migration left there
+        (renamed in, its files' outcome already in the id map), or written now."""
+        folder = self.finished_folder(wid)
+        if folder is not None:
+            if self.server is None:
+                self.reused["runs (found finished in the target folder)"] += 1
+            return folder
+        staged, tally = self._write_run(wandb, run, run_uuid, wid)
+        # the files' outcome first: a kill after the rename adopts the folder with it
+        idmap.set("artifacts", run_uuid, tally.entry())
+        idmap.save()
+        folder = self.folder / staged.name
+        os.replace(staged, folder)  # complete: only now does the target folder hold it
+        shutil.rmtree(self.staging(wid), ignore_errors=True)
+        if self.server is None:  # a server's runs count once it holds them (`_upload`)
+            self.created["runs"] += 1
+            if tally.copied:
+                self.created["artifact files"] += tally.copied
+        return folder
+
+    def _pending(self, wandb: Any, run: PreparedRun, run_uuid: str, wid: str, folder: Path, idmap: IdMap) -> Pending:
+        """A run folder waiting for the server, with what the server holds once it has the run whole."""
+        copied = (idmap.get("artifacts", run_uuid) or {}).get("copied")
+        expected = Expected(server_state(EXIT_CODES[run.status]), 0 if run.rows is None else run.rows.height,
+                            artifact_name(wid) if copied else None)
+        return Pending(run_uuid, wid, folder, expected, functools.partial(self._resumed, wandb, run, run_uuid, wid))
+
+    @property
+    def data_dir(self) -> Path | None:
+        """Where the SDK stages artifact bytes: for an API target, braid's staging folder (removed
+        once every run is on the server); else the caller's WANDB_DATA_DIR, which `wandb sync`
+        reads later."""
+        return self.folder / STAGING.parent / "data" if self.api is not None else None
+
+    def _upload(self, waiting: list[Pending], idmap: IdMap) -> None:
+        """A batch of run folders onto the server (`_wandb_upload.upload`); each run the server
+        then holds whole is done in the id map and its folder deleted."""
+        assert self.server is not None and self.api is not None
+        flushed = upload(self.server, waiting, self.folder / STAGING.parent)
+        for pending, sent in flushed.done:
+            idmap.set_run(pending.run_uuid, self.native_id(self.api.project, pending.wid), done=True)
+            idmap.save()
+            shutil.rmtree(pending.folder, ignore_errors=True)
+            if sent:
+                self.created["runs"] += 1
+                copied = (idmap.get("artifacts", pending.run_uuid) or {}).get("copied")
+                if copied:
+                    self.created["artifact files"] += copied
+            else:
+                self.reused["runs (found whole on the W&B server)"] += 1
+        for pending in waiting:
+            shutil.rmtree(self.staging(pending.wid), ignore_errors=True)  # resumed segments
+        if flushed.failed:
+            raise failure(self.server, flushed, len(waiting))
+
+    def _clean(self) -> None:
+        """Empty staging folders: nothing was left half-written. An API target's whole staging
+        folder goes once no run folder waits for the server."""
+        if self.api is not None:
+            if not any(self.folder.glob("offline-run-*")):
+                shutil.rmtree(self.folder, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    self.folder.parent.rmdir()
+            return
+        with contextlib.suppress(OSError):
             (self.folder / STAGING).rmdir()
             (self.folder / STAGING.parent).rmdir()
 
-    def _run(self, wandb: Any, info: dict[str, Any], project: str, wid: str, parts: dict[str, pl.DataFrame | None],
-             parent: dict[str, str], top: dict[str, str], jobs: dict[str, str]) -> tuple[Path, ArtifactCopy]:
-        """The run written by the SDK into its staging folder, with its files staged by
-        `copy_files` (each path checked) and logged as one artifact: (the finished run folder, what
-        the files' copy did)."""
+    def _prepare(self, wandb: Any, info: dict[str, Any], project: str, experiment: str | None, wid: str,
+                 parts: dict[str, pl.DataFrame | None], parent: dict[str, str], top: dict[str, str],
+                 jobs: dict[str, str]) -> PreparedRun:
+        """The run as the SDK is to write it, through the declaration (`WANDB_FIELDS`)."""
         run_uuid, source = info["run_uuid"], self.plan.source
         tags = tag_fates(parts["tags"] if parts["tags"] is not None
                          else pl.DataFrame(schema={"key": pl.String, "value": pl.String}))
@@ -583,6 +702,7 @@ class WandbWriter:
         mine: dict[str, Any] = {
             "source": source, "source_id": run_uuid, "started_at": _iso(info["start_time"]),
             "ended_at": _iso(info["end_time"]), "source_status": original, "git_branch": fields.get("git_branch"),
+            "experiment": experiment if self.api is not None else None,
             "parent_id": wandb_run_id(source, parent[run_uuid]) if run_uuid in parent else None,
             "source_parent_id": fields.get("parent") if fields.get("parent") and run_uuid not in parent else None,
             "tags": dict(tags.filter(pl.col("to") == "config").select("key", "value").iter_rows()) or None,
@@ -610,15 +730,22 @@ class WandbWriter:
         if parts["metrics"] is not None:
             rows = parts["metrics"].filter(pl.col("fate").is_in(WRITTEN)).sort("step", "key") \
                 .group_by("step", maintain_order=True).agg("key", "value", pl.col("row_timestamp").first())
+        return PreparedRun(init, rows, status, user)
+
+    def _write_run(self, wandb: Any, run: PreparedRun, run_uuid: str, wid: str,
+                   summary: dict[str, Any] | None = None) -> tuple[Path, ArtifactCopy]:
+        """The run written by the SDK into its staging folder, with its files staged by
+        `copy_files` (each path checked) and logged as one artifact: (the finished run folder, what
+        the files' copy did)."""
         stage, written = self.staging(wid), []
 
         def write(files: str | None) -> None:
             for _ in range(ENVIRONMENT_ATTEMPTS):
-                folder = self._write(wandb, stage, init, rows, EXIT_CODES[status], files)
+                folder = self._write(wandb, stage, run.init, run.rows, EXIT_CODES[run.status], files, summary)
                 # wandb-core writes the environment record (which holds the username) on its own
                 # schedule and can close a short run without it (about 1 run in 50): write it again;
                 # after the last attempt the read-back check reports the missing user
-                if finished_log(folder / f"run-{wid}.wandb").environment.get("username", "") == user:
+                if finished_log(folder / f"run-{wid}.wandb").environment.get("username", "") == run.user:
                     break
             written.append(folder)
 
@@ -629,11 +756,20 @@ class WandbWriter:
             write(None)
         return written[-1], tally
 
+    def _resumed(self, wandb: Any, run: PreparedRun, run_uuid: str, wid: str, held: Held) -> Path:
+        """A resumed segment that completes a run the server holds in part (`held`): the rows it
+        lacks, the whole summary, the run's files and its end. Raises ValueError when the server's
+        rows are not the run's first ones."""
+        rest = dataclasses.replace(run, init={**run.init, "resume": "allow"}, rows=resumed_rows(run.rows, held))
+        folder, _ = self._write_run(wandb, rest, run_uuid, wid, summary=last_values(run.rows))
+        return folder
+
     @staticmethod
     def _write(wandb: Any, stage: Path, init: dict[str, Any], rows: pl.DataFrame | None, exit_code: int,
-               files: str | None) -> Path:
+               files: str | None, summary: dict[str, Any] | None) -> Path:
         """One run written by the SDK into an empty staging folder, with the staged `files` folder
-        as its artifact; returns its run folder."""
+        as its artifact (and, for a resumed segment, the run's whole `summary`); returns its run
+        folder."""
         shutil.rmtree(stage, ignore_errors=True)  # what a killed or earlier attempt left of this run
         stage.mkdir(parents=True)
         run = None
@@ -643,6 +779,8 @@ class WandbWriter:
                 row = dict(zip(keys, values, strict=True))
                 row["_timestamp"] = when / 1000
                 run.log(row, step=step)
+            if summary:
+                run.summary.update(summary)
             if files is not None:
                 artifact = wandb.Artifact(artifact_name(init["id"]), type=ARTIFACT_TYPE)
                 artifact.add_dir(files)
@@ -660,20 +798,26 @@ class WandbWriter:
         return written[-1]
 
     def read_back(self) -> dict[str, pl.DataFrame]:
-        """The target folder as braid's W&B reader sees it (the folder only, never a server)."""
+        """The target as braid's W&B reader sees it: the folder only, or, for an API target, the
+        server only (through `wandb.Api()`)."""
         from braid.connectors.wandb import read_source
 
-        options = {"path": str(self.folder), **({"entity": self.entity} if self.entity else {})}
-        spec = SourceSpec(self.spec.name, "wandb", options, base_dir=self.spec.base_dir)
+        if self.api is not None:
+            spec = self.api.read_spec(self.spec)
+        else:
+            options = {"path": str(self.folder), **({"entity": self.entity} if self.entity else {})}
+            spec = SourceSpec(self.spec.name, "wandb", options, base_dir=self.spec.base_dir)
         return read_source(spec, previous=None, progress=no_progress).tables
 
 
 # -- verification -------------------------------------------------------------------------------
 
-def verify_wandb(plan: Plan, tool: str, target: dict[str, pl.DataFrame], idmap: IdMap) -> dict[str, dict[str, Any]]:
+def verify_wandb(plan: Plan, tool: str, target: dict[str, pl.DataFrame], idmap: IdMap, *,
+                 project: str | None = None) -> dict[str, dict[str, Any]]:
     """Compare the source (the planned runs, mapped through the declaration) with the target
-    folder read back by braid's W&B reader; target runs are matched by config braid.source_id,
-    and the files refused on the way (the id map's tally) are not expected."""
+    read back by braid's W&B reader (the folder, or the server's `project`); target runs are
+    matched by config braid.source_id, and the files refused on the way (the id map's tally) are
+    not expected."""
     src, g = plan.source, plan.read.graph
     params_t = target.get("params", pl.DataFrame(schema={"run_id": pl.String, "key": pl.String, "value": pl.String}))
     ours = params_t.filter((pl.col("key") == f"{CONFIG}.source") & (pl.col("value") == src))["run_id"]
@@ -697,7 +841,7 @@ def verify_wandb(plan: Plan, tool: str, target: dict[str, pl.DataFrame], idmap: 
 
     out: dict[str, dict[str, Any]] = {}
     # runs: the source's normalised runs, with the W&B fields the declaration gives them
-    experiments = {e: project_name(n)
+    experiments = {e: project or project_name(n)
                    for e, n in plan.read.raw["experiments"].select("experiment_id", "name").iter_rows()}
     parent, top = families(plan)
     mapped = plan.read.raw["runs"].filter(pl.col("run_uuid").is_in(plan.run_ids)).select(

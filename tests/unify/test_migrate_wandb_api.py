@@ -1,0 +1,356 @@
+"""`braid migrate` into a W&B server: MLflow runs written as W&B run folders by the real wandb
+SDK, uploaded by the real `wandb sync` to the W&B API emulator (tests/wandb_emulator) on
+127.0.0.1, read back through the real `wandb.Api()` client by braid's W&B reader, and compared
+field by field with what the MLflow client recorded, independently of migrate's own
+verification. Then re-runs, a server failing part-way, a migration killed before it could
+upload, a refused key, a dead server and a dry run.
+
+Nothing leaves 127.0.0.1: the base URL is the emulator's, the key a fake one, and proxies point
+at a closed port (127.0.0.1 excepted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from braid.connectors.wandb import read_source as read_wandb
+from braid.unify.errors import MigrationTargetError, MigrationUsageError
+from braid.unify.migrate import Report, migrate
+from braid.unify.migrate._idmap import IdMap
+from braid.unify.migrate._wandb_upload import UPLOAD_FOLDER
+from braid.unify.migrate._wandb_writer import wandb_run_id
+from braid.unify.source import SourceSpec, no_progress
+# `source`: the MLflow store of the folder target's tests, stress runs beside the shared fixture store
+from tests.unify.test_migrate_wandb import source  # noqa: F401
+from tests.unify.test_migrate_wandb import (WANDB_STATUS, as_wandb_history, comparable, iso_ms, ms, recorded,
+                                            source_run_files)
+from tests.wandb_emulator import ServerState, WandbEmulator
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wandb-api")]
+
+API_KEY = "local-" + "braidtest0" * 4 + "_emulator"  # the client's shape: prefix, 40+ [A-Za-z0-9_]
+ENTITY, PROJECT = "team", "migrated"
+OWNER = "tester"  # the key's owner: the target's entity is a team, named explicitly
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A fake key; wandb's settings, cache and staged bytes in temporary folders; any request
+    beyond 127.0.0.1 sent to a closed port."""
+    with pytest.MonkeyPatch.context() as mp:
+        home = tmp_path_factory.mktemp("wandb-home")
+        mp.setenv("WANDB_API_KEY", API_KEY)
+        mp.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # discard port: only the target's URL is used
+        mp.setenv("WANDB_CONFIG_DIR", str(home / "config"))
+        mp.setenv("WANDB_CACHE_DIR", str(home / "cache"))
+        mp.setenv("WANDB_DATA_DIR", str(home / "data"))
+        mp.delenv("WANDB_MODE", raising=False)
+        mp.delenv("WANDB_SERVICE", raising=False)
+        for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            mp.setenv(proxy, "http://127.0.0.1:9")
+        mp.setenv("NO_PROXY", "127.0.0.1,localhost")
+        mp.setenv("no_proxy", "127.0.0.1,localhost")
+        yield
+
+
+def cloud(url: str, base_dir: Path, name: str = "cloud") -> SourceSpec:
+    return SourceSpec(name, "wandb", {"entity": ENTITY, "project": PROJECT, "base_url": url}, base_dir=base_dir)
+
+
+@dataclass(frozen=True)
+class Migrated:
+    target: SourceSpec
+    work: Path
+    report: Report
+    emulator: WandbEmulator
+
+
+@pytest.fixture(scope="module")
+def migrated(source: SourceSpec, env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Migrated]:
+    work = tmp_path_factory.mktemp("wandb-api-target")
+    with WandbEmulator(ServerState(username=OWNER)).running() as emulator:
+        target = cloud(emulator.url, work)
+        yield Migrated(target, work, migrate(source, target, catalog=work / ".braid"), emulator)
+    assert emulator.problems == [], "\n".join(emulator.problems)
+
+
+def read_target(target: SourceSpec) -> tuple[dict[str, pl.DataFrame], dict[str, str]]:
+    """The server's project read by braid's W&B reader (through `wandb.Api()`), and source run
+    id -> W&B run node id."""
+    options = {k: target.options[k] for k in ("entity", "project", "base_url")}
+    batch = read_wandb(SourceSpec(target.name, "wandb", options), previous=None, progress=no_progress)
+    assert batch.notes == []
+    ids = batch.tables["params"].filter(pl.col("key") == "braid.source_id").select("value", "run_id").rows()
+    return batch.tables, dict(ids)
+
+
+def of_run(tables: dict[str, pl.DataFrame], table: str, run: str) -> pl.DataFrame:
+    return tables[table].filter(pl.col("node_id" if table == "tags" else "run_id") == run)
+
+
+def served_files(tables: dict[str, pl.DataFrame], run: str) -> dict[str, str]:
+    """path -> md5 of the files in the artifacts the run logged, as the server's manifests say."""
+    edges = tables["edges"]
+    logged = edges.filter((pl.col("kind") == "output") & (pl.col("src") == run))["dst"].to_list()
+    files = edges.filter((pl.col("kind") == "part_of") & pl.col("dst").is_in(logged))["src"].to_list()
+    nodes = tables["nodes"].filter(pl.col("id").is_in(files))
+    return {json.loads(a)["path"]: d.removeprefix("md5:") for d, a in nodes.select("digest", "attrs").iter_rows()}
+
+
+def history_lengths(emulator: WandbEmulator) -> dict[str, int]:
+    """History lines the server holds per run: a run uploaded twice would hold its rows twice."""
+    return {r.name: len(r.history) for r in emulator.state.runs}
+
+
+def expected_rows(source: SourceSpec) -> dict[str, int]:
+    """W&B run id -> the history rows (steps) the run's MLflow history gives it."""
+    return {wandb_run_id("old", run_id): len({step for _, step, _, _ in as_wandb_history(fact["history"])})
+            for run_id, fact in recorded(source).items()}
+
+
+def mutations(emulator: WandbEmulator) -> list[str]:
+    writes = {"UpsertBucket", "CreateArtifact", "CreateRunFiles", "CommitArtifact", "file_stream", "upload"}
+    return [r.operation for r in emulator.requests if r.operation in writes]
+
+
+# -- MLflow -> a W&B server, read back -------------------------------------------------------------------
+
+def test_mlflow_runs_read_back_from_the_server_field_by_field(source: SourceSpec, migrated: Migrated) -> None:
+    report = migrated.report
+    assert report.verified, report.summary()
+    facts = recorded(source)
+    tables, ids = read_target(migrated.target)
+    assert set(ids) == set(facts)  # every live run, once
+    runs = {r["id"]: r for r in tables["runs"].iter_rows(named=True)}
+    nodes = {n["id"]: json.loads(n["attrs"])
+             for n in tables["nodes"].filter(pl.col("kind") == "run").iter_rows(named=True)}
+    for run_id, fact in facts.items():
+        wid = ids[run_id]
+        run, info, tags = runs[wid], fact["info"], fact["tags"]
+        params = dict(of_run(tables, "params", wid).select("key", "value").iter_rows())
+        # every run in the project the target names; its experiment in config
+        assert wid == f"cloud:run/{ENTITY}/{PROJECT}/{wandb_run_id('old', run_id)}"
+        assert run["project"] == PROJECT and params["braid.experiment"] == fact["experiment"]
+        assert run["name"] == info.run_name
+        assert run["status"] == WANDB_STATUS[info.status]  # the server's state, from the exit code
+        assert run["user"] == tags.get("mlflow.user", info.user_id)
+        assert run["git_commit"] == tags.get("mlflow.source.git.commit")
+        assert iso_ms(params["braid.started_at"]) == info.start_time
+        assert (iso_ms(params["braid.ended_at"]) if info.end_time else None) == (info.end_time or None)
+        own = {k: v for k, v in params.items() if not k.startswith("braid.")}
+        assert own == {k: v for k, v in fact["params"].items() if not k.startswith("braid.")}
+        got = [(k, s, ms(t), v) for k, s, t, v in of_run(tables, "metrics", wid)
+               .select("key", "step", "timestamp", "value").iter_rows()]
+        assert comparable(sorted(got)) == comparable(as_wandb_history(fact["history"])), info.run_name
+        labels = set(of_run(tables, "tags", wid)["key"].to_list())
+        for key, value in tags.items():
+            if key.startswith("mlflow.") and key != "mlflow.source.git.branch" or key == "mlflow.parentRunId":
+                continue
+            if key == "mlflow.source.git.branch":
+                assert params["braid.git_branch"] == value
+            elif value == "" and len(key) <= 64:
+                assert key in labels
+            else:
+                assert params[f"braid.tags.{key}"] == value
+        if "mlflow.note.content" in tags:
+            assert nodes[wid]["notes"] == tags["mlflow.note.content"]
+    child = next(r for r, f in facts.items() if "mlflow.parentRunId" in f["tags"])
+    parent = facts[child]["tags"]["mlflow.parentRunId"]
+    assert nodes[ids[child]]["group"] == nodes[ids[parent]]["group"] == wandb_run_id("old", parent)
+    # each run's history was uploaded once: the server holds as many lines as the run has steps
+    assert history_lengths(migrated.emulator) == expected_rows(source)
+
+
+def test_run_files_are_on_the_server_with_their_bytes(source: SourceSpec, migrated: Migrated, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import wandb
+
+    tables, ids = read_target(migrated.target)
+    on_disk = source_run_files(source)
+    assert sum(map(len, on_disk.values())) >= 3
+    for run_id, files in on_disk.items():
+        assert served_files(tables, ids[run_id]) == files, run_id
+    # downloaded through the public API: the source's bytes
+    run_id, files = next((r, f) for r, f in on_disk.items() if f)
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+    api = wandb.Api(overrides={"base_url": migrated.emulator.url})
+    name = f"{ENTITY}/{PROJECT}/run-{wandb_run_id('old', run_id)}:latest"
+    folder = Path(api.artifact(name).download(root=str(tmp_path)))
+    assert {p: hashlib.md5((folder / p).read_bytes()).hexdigest() for p in files} == files
+    report = migrated.report
+    assert report.kinds["artifact"].carried == report.created["artifact files"] == sum(map(len, on_disk.values()))
+
+
+def test_the_staging_folder_is_gone_and_the_key_is_nowhere(migrated: Migrated) -> None:
+    catalog = migrated.work / ".braid"
+    assert not (catalog / UPLOAD_FOLDER / "cloud").exists()  # every run folder uploaded, then deleted
+    secret = API_KEY.encode()
+    for path in catalog.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_bytes(), path
+    assert API_KEY not in migrated.report.to_json() + migrated.report.summary()
+
+
+def test_a_rerun_creates_nothing(source: SourceSpec, migrated: Migrated) -> None:
+    before, lines = len(mutations(migrated.emulator)), history_lengths(migrated.emulator)
+    again = migrate(source, migrated.target, catalog=migrated.work / ".braid")
+    assert not again.created, again.created
+    assert again.reused["runs"] == migrated.report.created["runs"] == len(recorded(source))
+    assert again.verified, again.summary()
+    assert len(mutations(migrated.emulator)) == before  # nothing sent but reads
+    assert history_lengths(migrated.emulator) == lines
+
+
+def test_dry_run_writes_nothing(source: SourceSpec, env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY")  # nor needs the key
+    with WandbEmulator(ServerState(username=OWNER)).running() as emulator:
+        report = migrate(source, cloud(emulator.url, tmp_path), catalog=tmp_path / ".braid", dry_run=True)
+    assert report.dry_run and report.verification is None
+    assert report.created["runs"] == len(recorded(source))
+    assert emulator.requests == [] and list(tmp_path.iterdir()) == []
+    assert report.kinds["experiment"].transformed  # the experiments' runs go into the target's project
+
+
+# -- interruptions: the server failing part-way, a kill before the upload --------------------------------
+
+@pytest.mark.parametrize(("operation", "mode", "after"), [
+    ("CreateArtifactFiles", "graphql", 2),  # runs whose artifact was never committed
+    ("file_stream", "http500", 3),  # runs created, with no history and no end
+])
+def test_a_server_failing_part_way_then_a_rerun_completes(source: SourceSpec, env: None, tmp_path: Path,
+                                                          operation: str, mode: Any, after: int) -> None:
+    catalog, total = tmp_path / ".braid", len(recorded(source))
+    with WandbEmulator(ServerState(username=OWNER)).running() as emulator:
+        target = cloud(emulator.url, tmp_path)
+        emulator.fail(operation, mode, after=after)
+        with pytest.raises(MigrationTargetError) as caught:
+            migrate(source, target, catalog=catalog)
+        message = str(caught.value)
+        assert "\n" not in message and "does not hold" in message and "lacks" in message, message
+        assert "run the same migration again" in (caught.value.hint or "")
+        done = [r for r in IdMap.load(catalog, "old", "cloud").data["runs"].values() if r["done"]]
+        held = {r.name for r in emulator.state.runs}
+        waiting = list((catalog / UPLOAD_FOLDER / "cloud").rglob("*"))
+        assert any(p.name.endswith(".log") for p in waiting)  # wandb sync's own logs, kept with the folders...
+        assert not [p for p in waiting if p.is_file() and API_KEY.encode() in p.read_bytes()]  # ...without the key
+        assert len(done) < total and len(held) > len(done)  # runs the server holds in part
+        emulator.failures.clear()
+        emulator.problems.clear()  # the failures the test asked for
+        report = migrate(source, target, catalog=catalog)
+        assert report.verified, report.summary()
+        assert report.created["runs"] == total - len(done) and report.reused["runs"] == len(done)
+        # completed by resumed segments: no history line twice, every run ended
+        assert history_lengths(emulator) == expected_rows(source)
+        assert {r.state for r in emulator.state.runs} <= {"finished", "failed", "crashed"}
+        assert all(a.state == "COMMITTED" for a in emulator.state.artifacts)
+        assert "RunResumeStatus" in emulator.operations()
+    assert emulator.problems == [], "\n".join(emulator.problems)
+    assert not (catalog / UPLOAD_FOLDER / "cloud").exists()
+
+
+def _config(work: Path, source: SourceSpec, url: str) -> None:
+    (work / "braid.toml").write_text(
+        f'[[sources]]\nname = "old"\ntool = "mlflow"\nuri = "{source.options["uri"]}"\n\n'
+        f'[[sources]]\nname = "cloud"\ntool = "wandb"\nentity = "{ENTITY}"\nproject = "{PROJECT}"\n'
+        f'base_url = "{url}"\n')
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "braid.unify.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_cli_killed_before_the_upload_then_rerun(source: SourceSpec, env: None, tmp_path: Path) -> None:
+    staging = tmp_path / ".braid" / UPLOAD_FOLDER / "cloud"
+    with WandbEmulator(ServerState(username=OWNER)).running() as emulator:
+        _config(tmp_path, source, emulator.url)
+        proc = subprocess.Popen([sys.executable, "-m", "braid.unify.cli", "migrate", "--from", "old", "--to", "cloud"],
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.monotonic() + 300
+        try:
+            # kill it once a run folder is written and waits for the server (a batch is synced
+            # only once all its runs are written: seconds later)
+            while proc.poll() is None and time.monotonic() < deadline and not list(staging.glob("offline-run-*")):
+                time.sleep(0.05)
+            assert proc.poll() is None, "the migration finished before it could be killed"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # braid, its wandb-core and any `wandb sync`
+            proc.wait(timeout=30)
+        waiting = list(staging.glob("offline-run-*"))
+        assert waiting and mutations(emulator) == []  # written, not uploaded
+        done = _cli(["migrate", "--from", "old", "--to", "cloud", "--format", "json"], tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        report = json.loads(done.stdout)
+        assert report["verified"] is True
+        total = len(recorded(source))
+        assert report["created"]["runs"] == total
+        assert history_lengths(emulator) == expected_rows(source)
+    assert emulator.problems == [], "\n".join(emulator.problems)
+    assert not staging.exists()
+    assert API_KEY not in done.stdout + done.stderr
+
+
+# -- errors ------------------------------------------------------------------------------------------------
+
+def test_cli_refused_key_is_one_line_and_the_key_is_nowhere(source: SourceSpec, env: None, tmp_path: Path) -> None:
+    with WandbEmulator(ServerState(username=OWNER), api_keys={"other-" + "k" * 40}).running() as emulator:
+        _config(tmp_path, source, emulator.url)
+        refused = _cli(["migrate", "--from", "old", "--to", "cloud"], tmp_path)
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[1] == "  hint: check WANDB_API_KEY", refused.stderr
+    assert lines[0] == (f"braid: error: migrating 'old' to 'cloud': {emulator.url}: connecting (Viewer) failed: "
+                        "the W&B server refused WANDB_API_KEY (HTTP 401)")
+    assert API_KEY not in refused.stdout + refused.stderr
+    assert emulator.state.runs == [] and emulator.operations() == ["BraidViewer"]
+    secret = API_KEY.encode()
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.name != "braid.toml":
+            assert secret not in path.read_bytes(), path
+    assert not list((tmp_path / ".braid").rglob("offline-run-*"))  # refused before anything was written
+
+
+def test_a_dead_server_is_one_line_soon(source: SourceSpec, env: None, tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    started = time.monotonic()
+    with pytest.raises(MigrationTargetError) as caught:
+        migrate(source, cloud(url, tmp_path), catalog=tmp_path / ".braid")
+    assert time.monotonic() - started < 60
+    message = str(caught.value)
+    assert f"{url}: connecting (Viewer) failed: the W&B server did not answer" in message and "\n" not in message
+    assert not list((tmp_path / ".braid").rglob("offline-run-*"))
+
+
+def test_a_server_target_needs_the_key_before_anything_is_read(source: SourceSpec, env: None, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY")
+    target = cloud("http://127.0.0.1:9", tmp_path)
+    with pytest.raises(MigrationUsageError, match="WANDB_API_KEY, which is not set"):
+        migrate(source, target, catalog=tmp_path / ".braid")
+    monkeypatch.setenv("WANDB_API_KEY", "short")
+    with pytest.raises(MigrationUsageError, match="is not a W&B API key") as caught:
+        migrate(source, target, catalog=tmp_path / ".braid")
+    assert "short" not in str(caught.value)
+    bad = SourceSpec("cloud", "wandb", {"entity": ENTITY, "project": "a/b"}, base_dir=tmp_path)
+    with pytest.raises(MigrationUsageError, match="not a W&B project name"):
+        migrate(source, bad, catalog=tmp_path / ".braid")
+    assert list(tmp_path.iterdir()) == []
