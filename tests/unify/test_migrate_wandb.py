@@ -171,10 +171,12 @@ def source_run_files(source: SourceSpec) -> dict[str, dict[str, str]]:
 
 
 def target_run_files(tables: dict[str, pl.DataFrame], run: str) -> dict[str, tuple[str, str]]:
-    """path -> (md5, the SDK's staged copy) of the files in the artifacts a W&B run logged, as
-    braid's reader reads the manifests (`output` edge to the artifact, `part_of` from each file)."""
+    """path -> (md5, the SDK's staged copy) of the files in the run-files artifact a W&B run
+    logged, as braid's reader reads the manifests (`output` edge to the artifact, `part_of` from
+    each file); its logged models are artifacts of their own."""
     edges = tables["edges"]
-    logged = edges.filter((pl.col("kind") == "output") & (pl.col("src") == run))["dst"].to_list()
+    logged = edges.filter((pl.col("kind") == "output") & (pl.col("src") == run)
+                          & pl.col("dst").str.contains(":artifact/"))["dst"].to_list()
     files = edges.filter((pl.col("kind") == "part_of") & pl.col("dst").is_in(logged))["src"].to_list()
     out = {}
     for node in tables["nodes"].filter(pl.col("id").is_in(files)).iter_rows(named=True):
@@ -200,6 +202,41 @@ def iso_ms(text: str) -> int:
     return ms(datetime.fromisoformat(text))
 
 
+def assert_run_carried(run: dict, params: dict[str, str], tables: dict[str, pl.DataFrame], attrs: dict,
+                       fact: dict) -> None:
+    """One W&B run read back against what MLflow recorded of its source run (`recorded`): name,
+    state, user, commit, original times, params in full, the history W&B can hold, tags (labels
+    when they have no value, config braid.tags.<key> otherwise) and notes."""
+    info, tags, wid = fact["info"], fact["tags"], run["id"]
+    assert run["name"] == info.run_name
+    assert run["status"] == WANDB_STATUS[info.status]  # from the exit code
+    assert run["user"] == tags.get("mlflow.user", info.user_id)
+    assert run["git_commit"] == tags.get("mlflow.source.git.commit")
+    assert iso_ms(params["braid.started_at"]) == info.start_time
+    assert (iso_ms(params["braid.ended_at"]) if info.end_time else None) == (info.end_time or None)
+    # params in full, but those in braid's own namespace
+    own = {k: v for k, v in params.items() if not k.startswith("braid.")}
+    assert own == {k: v for k, v in fact["params"].items() if not k.startswith("braid.")}
+    # the history W&B can hold, at the original steps, timestamps and values
+    got = [(k, s, ms(t), v) for k, s, t, v in of_run(tables, "metrics", wid)
+           .select("key", "step", "timestamp", "value").iter_rows()]
+    assert comparable(sorted(got)) == comparable(as_wandb_history(fact["history"])), info.run_name
+    labels = set(of_run(tables, "tags", wid)["key"].to_list())
+    for key, value in tags.items():
+        if key.startswith("mlflow.") and key != "mlflow.source.git.branch" or key == "mlflow.parentRunId":
+            continue
+        if key == "mlflow.source.git.branch":
+            assert params["braid.git_branch"] == value
+        elif value == "" and len(key) <= 64:
+            assert key in labels
+        else:
+            assert params[f"braid.tags.{key}"] == value
+    if "mlflow.note.content" in tags:
+        assert attrs["notes"] == tags["mlflow.note.content"]
+    if info.status not in ("FINISHED", "FAILED"):
+        assert params["braid.source_status"] == info.status
+
+
 # -- MLflow -> W&B -------------------------------------------------------------------------------
 
 def test_mlflow_runs_read_back_field_by_field(source: SourceSpec, migrated: tuple) -> None:
@@ -212,38 +249,11 @@ def test_mlflow_runs_read_back_field_by_field(source: SourceSpec, migrated: tupl
     nodes = run_attrs(tables)
     for run_id, fact in facts.items():
         wid = ids[run_id]
-        run, info, tags = runs[wid], fact["info"], fact["tags"]
+        run = runs[wid]
         params = dict(of_run(tables, "params", wid).select("key", "value").iter_rows())
         assert run["project"] == fact["experiment"].replace("/", "-").replace(":", "-")
-        assert run["name"] == info.run_name
-        assert run["status"] == WANDB_STATUS[info.status]
-        assert run["user"] == tags.get("mlflow.user", info.user_id)
-        assert run["git_commit"] == tags.get("mlflow.source.git.commit")
-        assert iso_ms(params["braid.started_at"]) == info.start_time
-        assert (iso_ms(params["braid.ended_at"]) if info.end_time else None) == (info.end_time or None)
         assert not nodes[wid].get("resumed")  # one folder per run
-        # params in full, but those in braid's own namespace
-        own = {k: v for k, v in params.items() if not k.startswith("braid.")}
-        assert own == {k: v for k, v in fact["params"].items() if not k.startswith("braid.")}
-        # the history W&B can hold, at the original steps, timestamps and values
-        got = [(k, s, ms(t), v) for k, s, t, v in of_run(tables, "metrics", wid)
-               .select("key", "step", "timestamp", "value").iter_rows()]
-        assert comparable(sorted(got)) == comparable(as_wandb_history(fact["history"])), info.run_name
-        # tags: labels when they have no value, config braid.tags.<key> otherwise
-        labels = set(of_run(tables, "tags", wid)["key"].to_list())
-        for key, value in tags.items():
-            if key.startswith("mlflow.") and key != "mlflow.source.git.branch" or key == "mlflow.parentRunId":
-                continue
-            if key == "mlflow.source.git.branch":
-                assert params["braid.git_branch"] == value
-            elif value == "" and len(key) <= 64:
-                assert key in labels
-            else:
-                assert params[f"braid.tags.{key}"] == value
-        if "mlflow.note.content" in tags:
-            assert nodes[wid]["notes"] == tags["mlflow.note.content"]
-        if info.status not in ("FINISHED", "FAILED"):
-            assert params["braid.source_status"] == info.status
+        assert_run_carried(run, params, tables, nodes[wid], fact)
     # a nested run names its parent, and both are one W&B group
     child = next(r for r, f in facts.items() if "mlflow.parentRunId" in f["tags"])
     parent = facts[child]["tags"]["mlflow.parentRunId"]
@@ -315,8 +325,12 @@ def test_report_says_what_history_could_not_hold(migrated: tuple) -> None:
     # step 2 holds weird (T0+2), loss (T0+50) and eval/acc.top1 (T0+60): one row, one time
     assert sum(points["transformed"].values()) == 2
     kinds = report.as_dict()["kinds"]
-    for kind in ("model_version", "alias", "registered_model", "logged_model"):
-        assert kinds[kind]["not_carried"], kind
+    # an offline run cannot link into a registry: versions, aliases and registered models say so
+    for kind in ("model_version", "alias", "registered_model"):
+        assert kinds[kind]["carried"] == 0 and not kinds[kind]["transformed"], kind
+        whys = [why for why in kinds[kind]["not_carried"] if not why.startswith(("a model version's",
+                                                                                  "a registered model's"))]
+        assert [why.startswith("an offline W&B run cannot link") for why in whys] == [True], kind
     assert report.verification["metric_point"]["source"] == points["carried"] + 2
 
 
@@ -337,9 +351,78 @@ def test_run_files_arrive_in_the_runs_artifact(source: SourceSpec, migrated: tup
             artifact = tables["nodes"].filter(pl.col("id") == next(iter(
                 tables["edges"].filter((pl.col("kind") == "output") & (pl.col("src") == ids[run_id]))["dst"])))
             assert artifact["name"].to_list() == [f"run-{wid}"] and artifact["kind"].to_list() == ["artifact"]
-    assert report.kinds["artifact"].carried == report.created["artifact files"] == total
-    assert report.verification["artifact"]["source"] == total
+    # with the files of the logged models (their own test)
+    model_files = sum(1 for m in logged_models(source)
+                      for p in Path(m.artifact_location.removeprefix("file://")).rglob("*") if p.is_file())
+    assert report.kinds["artifact"].carried == report.created["artifact files"] == total + model_files
+    assert report.verification["artifact"]["source"] == total + model_files
     assert report.verification["artifact"]["missing"] == report.verification["artifact"]["unexpected"] == 0
+
+
+def logged_models(source: SourceSpec) -> list:
+    """The source's live MLflow 3 LoggedModels, as the MLflow client answers."""
+    client = MlflowClient(source.options["uri"])
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return list(client.search_logged_models(experiments))
+
+
+def test_logged_models_are_model_artifacts_of_their_runs(source: SourceSpec, migrated: tuple) -> None:
+    target, _, report = migrated
+    tables, ids = read_target(target)
+    models = logged_models(source)
+    assert len(models) == 2  # the fixture store's two pyfunc models
+    # the artifact versions (their files are `model` nodes too)
+    artifacts = tables["nodes"].filter(pl.col("attrs").str.json_path_match("$.type") == "model")
+    by_source = {json.loads(a)["metadata"]["braid"]["source_id"]: (i, n, json.loads(a))
+                 for i, n, a in artifacts.select("id", "name", "attrs").iter_rows()}
+    assert set(by_source) == {m.model_id for m in models}
+    edges = tables["edges"]
+    for model in models:
+        node, name, attrs = by_source[model.model_id]
+        assert name == model.name and attrs["type"] == "model"
+        # logged by the W&B run of the model's source run
+        assert edges.filter((pl.col("kind") == "output") & (pl.col("dst") == node))["src"].to_list() == \
+            [ids[model.source_run_id]]
+        # metadata: what MLflow recorded of the model
+        meta = attrs["metadata"]
+        assert meta.get("params", {}) == (model.params or {}) and meta["tags"] == model.tags and model.tags
+        assert meta.get("model_type") == (model.model_type or None)  # a field MLflow left empty is absent
+        assert meta["status"] == str(model.status) == "READY"
+        # its files byte for byte: the source's disk, the manifest's md5 and the SDK's staged copy
+        root = Path(model.artifact_location.removeprefix("file://"))
+        on_disk = {p.relative_to(root).as_posix(): md5_file(p) for p in root.rglob("*") if p.is_file()}
+        assert on_disk and "MLmodel" in on_disk
+        files = edges.filter((pl.col("kind") == "part_of") & (pl.col("dst") == node))["src"].to_list()
+        got = {}
+        for f in tables["nodes"].filter(pl.col("id").is_in(files)).iter_rows(named=True):
+            fattrs = json.loads(f["attrs"])
+            assert md5_file(fattrs["staged"]) == f["digest"].removeprefix("md5:")
+            got[fattrs["path"]] = f["digest"].removeprefix("md5:")
+        assert got == on_disk, model.model_id
+    kinds = report.as_dict()["kinds"]
+    assert sum(kinds["logged_model"]["transformed"].values()) == len(models) and not kinds["logged_model"]["not_carried"]
+    assert report.created["model artifacts"] == len(models)
+    assert report.verification["logged_model"] == {"source": 2, "target": 2, "missing": 0, "unexpected": 0,
+                                                   "examples": []}
+
+
+def test_registry_tags_and_descriptions_are_reported_not_carried(source: SourceSpec, migrated: tuple) -> None:
+    """A W&B registry link holds aliases only: every tag and description the MLflow registry
+    holds is counted as not carried (lossless or loud), read from the MLflow client."""
+    client = MlflowClient(source.options["uri"])
+    versions = client.search_model_versions()
+    registered = client.search_registered_models()
+    version_tags = sum(len(v.tags) for v in versions)
+    assert version_tags  # the fixture's `validated=true`
+    kinds = migrated[2].as_dict()["kinds"]
+
+    def lost(kind: str, what: str) -> int:
+        return sum(n for why, n in kinds[kind]["not_carried"].items() if why.startswith(f"a {what}"))
+
+    assert lost("model_version", "model version's tags") == version_tags
+    assert lost("model_version", "model version's description") == sum(bool(v.description) for v in versions)
+    assert lost("registered_model", "registered model's tags") == sum(len(m.tags) for m in registered)
+    assert lost("registered_model", "registered model's description") == sum(bool(m.description) for m in registered)
 
 
 def test_symlink_out_of_the_source_run_is_not_followed(tmp_path: Path) -> None:
@@ -494,7 +577,7 @@ def test_cli_killed_mid_run_then_resume(source: SourceSpec, migrated: tuple, tmp
         assert {p: m for p, (m, _) in files.items()} == \
             {p: m for p, (m, _) in target_run_files(first, first_ids[run_id]).items()}
         assert all(md5_file(staged) == md5 for md5, staged in files.values())
-    assert report["kinds"]["artifact"]["carried"] == sum(map(len, source_run_files(source).values()))
+    assert report["kinds"]["artifact"]["carried"] == migrated[2].kinds["artifact"].carried
 
 
 # -- MLflow -> W&B -> MLflow ---------------------------------------------------------------------

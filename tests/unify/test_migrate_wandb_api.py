@@ -37,8 +37,7 @@ from braid.unify.migrate._wandb_writer import wandb_run_id
 from braid.unify.source import SourceSpec, no_progress
 # `source`: the MLflow store of the folder target's tests, stress runs beside the shared fixture store
 from tests.unify.test_migrate_wandb import source  # noqa: F401
-from tests.unify.test_migrate_wandb import (WANDB_STATUS, as_wandb_history, comparable, iso_ms, ms, recorded,
-                                            source_run_files)
+from tests.unify.test_migrate_wandb import as_wandb_history, assert_run_carried, recorded, source_run_files
 from tests.wandb_emulator import ServerState, WandbEmulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wandb-api")]
@@ -104,9 +103,11 @@ def of_run(tables: dict[str, pl.DataFrame], table: str, run: str) -> pl.DataFram
 
 
 def served_files(tables: dict[str, pl.DataFrame], run: str) -> dict[str, str]:
-    """path -> md5 of the files in the artifacts the run logged, as the server's manifests say."""
+    """path -> md5 of the files in the run-files artifact the run logged, as the server's manifests
+    say (its logged models are artifacts of their own)."""
     edges = tables["edges"]
-    logged = edges.filter((pl.col("kind") == "output") & (pl.col("src") == run))["dst"].to_list()
+    logged = edges.filter((pl.col("kind") == "output") & (pl.col("src") == run)
+                          & pl.col("dst").str.contains(":artifact/"))["dst"].to_list()
     files = edges.filter((pl.col("kind") == "part_of") & pl.col("dst").is_in(logged))["src"].to_list()
     nodes = tables["nodes"].filter(pl.col("id").is_in(files))
     return {json.loads(a)["path"]: d.removeprefix("md5:") for d, a in nodes.select("digest", "attrs").iter_rows()}
@@ -124,7 +125,8 @@ def expected_rows(source: SourceSpec) -> dict[str, int]:
 
 
 def mutations(emulator: WandbEmulator) -> list[str]:
-    writes = {"UpsertBucket", "CreateArtifact", "CreateRunFiles", "CommitArtifact", "file_stream", "upload"}
+    writes = {"UpsertBucket", "CreateArtifact", "CreateRunFiles", "CommitArtifact", "file_stream", "upload",
+              "LinkArtifact"}
     return [r.operation for r in emulator.requests if r.operation in writes]
 
 
@@ -141,34 +143,12 @@ def test_mlflow_runs_read_back_from_the_server_field_by_field(source: SourceSpec
              for n in tables["nodes"].filter(pl.col("kind") == "run").iter_rows(named=True)}
     for run_id, fact in facts.items():
         wid = ids[run_id]
-        run, info, tags = runs[wid], fact["info"], fact["tags"]
+        run = runs[wid]
         params = dict(of_run(tables, "params", wid).select("key", "value").iter_rows())
         # every run in the project the target names; its experiment in config
         assert wid == f"cloud:run/{ENTITY}/{PROJECT}/{wandb_run_id('old', run_id)}"
         assert run["project"] == PROJECT and params["braid.experiment"] == fact["experiment"]
-        assert run["name"] == info.run_name
-        assert run["status"] == WANDB_STATUS[info.status]  # the server's state, from the exit code
-        assert run["user"] == tags.get("mlflow.user", info.user_id)
-        assert run["git_commit"] == tags.get("mlflow.source.git.commit")
-        assert iso_ms(params["braid.started_at"]) == info.start_time
-        assert (iso_ms(params["braid.ended_at"]) if info.end_time else None) == (info.end_time or None)
-        own = {k: v for k, v in params.items() if not k.startswith("braid.")}
-        assert own == {k: v for k, v in fact["params"].items() if not k.startswith("braid.")}
-        got = [(k, s, ms(t), v) for k, s, t, v in of_run(tables, "metrics", wid)
-               .select("key", "step", "timestamp", "value").iter_rows()]
-        assert comparable(sorted(got)) == comparable(as_wandb_history(fact["history"])), info.run_name
-        labels = set(of_run(tables, "tags", wid)["key"].to_list())
-        for key, value in tags.items():
-            if key.startswith("mlflow.") and key != "mlflow.source.git.branch" or key == "mlflow.parentRunId":
-                continue
-            if key == "mlflow.source.git.branch":
-                assert params["braid.git_branch"] == value
-            elif value == "" and len(key) <= 64:
-                assert key in labels
-            else:
-                assert params[f"braid.tags.{key}"] == value
-        if "mlflow.note.content" in tags:
-            assert nodes[wid]["notes"] == tags["mlflow.note.content"]
+        assert_run_carried(run, params, tables, nodes[wid], fact)
     child = next(r for r, f in facts.items() if "mlflow.parentRunId" in f["tags"])
     parent = facts[child]["tags"]["mlflow.parentRunId"]
     assert nodes[ids[child]]["group"] == nodes[ids[parent]]["group"] == wandb_run_id("old", parent)
@@ -193,7 +173,69 @@ def test_run_files_are_on_the_server_with_their_bytes(source: SourceSpec, migrat
     folder = Path(api.artifact(name).download(root=str(tmp_path)))
     assert {p: hashlib.md5((folder / p).read_bytes()).hexdigest() for p in files} == files
     report = migrated.report
-    assert report.kinds["artifact"].carried == report.created["artifact files"] == sum(map(len, on_disk.values()))
+    from mlflow import MlflowClient
+
+    client = MlflowClient(source.options["uri"])
+    models = client.search_logged_models([e.experiment_id for e in client.search_experiments()])
+    model_files = sum(1 for m in models for p in Path(m.artifact_location.removeprefix("file://")).rglob("*")
+                      if p.is_file())
+    assert report.kinds["artifact"].carried == report.created["artifact files"] == \
+        sum(map(len, on_disk.values())) + model_files
+
+
+def test_models_are_linked_into_the_registry_with_their_aliases(source: SourceSpec, migrated: Migrated,
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wandb
+    from mlflow import MlflowClient
+
+    tables, ids = read_target(migrated.target)
+    client = MlflowClient(source.options["uri"])
+    versions = sorted((client.get_model_version("churn", v.version)  # search leaves the aliases out
+                       for v in client.search_model_versions("name = 'churn'")), key=lambda v: int(v.version))
+    # MLflow 3 versions of logged models: their source is `models:/<model id>`
+    model_of = {v.version: v.source.removeprefix("models:/") for v in versions}
+    assert len(versions) == 2 and all(v.source.startswith("models:/m-") for v in versions)
+    # the model artifacts on the server: logged by the W&B run of each model's run, the source's bytes
+    models = {m.model_id: m for m in client.search_logged_models([e.experiment_id for e in client.search_experiments()])}
+    nodes = tables["nodes"].filter(pl.col("attrs").str.json_path_match("$.type") == "model")
+    node_of = {json.loads(a)["metadata"]["braid"]["source_id"]: i for i, a in nodes.select("id", "attrs").iter_rows()}
+    assert set(node_of) == set(models)
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+    api = wandb.Api(overrides={"base_url": migrated.emulator.url})
+    for model_id, model in models.items():
+        wid = wandb_run_id("old", model.source_run_id)
+        (artifact,) = [a for a in api.run(f"{ENTITY}/{PROJECT}/{wid}").logged_artifacts() if a.type == "model"]
+        assert artifact.metadata["braid"]["source_id"] == model_id and artifact.name.startswith(f"{model.name}:")
+        folder = Path(artifact.download(root=str(tmp_path / model_id)))
+        root = Path(model.artifact_location.removeprefix("file://"))
+        want = {p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+                for p in root.rglob("*") if p.is_file()}
+        assert {p: hashlib.md5((folder / p).read_bytes()).hexdigest() for p in want} == want
+        assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(want)
+    # the registry, read back: one link per MLflow version, in version order, with MLflow's aliases
+    registry = tables["registry"].sort("version")
+    assert registry["name"].to_list() == ["churn", "churn"] and registry["version"].to_list() == ["v0", "v1"]
+    for row, version in zip(registry.iter_rows(named=True), versions, strict=True):
+        assert row["model_id"] == node_of[model_of[version.version]]
+        assert sorted(set(row["aliases"]) - {"latest"}) == sorted(version.aliases)
+    assert registry["aliases"].to_list()[1] == ["champion", "latest"]
+    links = migrated.emulator.state.links
+    assert [(ln.project, ln.collection) for ln in links] == [("wandb-registry-model", "churn")] * 2
+    report = migrated.report
+    assert report.created["registry links"] == 2 and report.created["model artifacts"] == len(models)
+    kinds = report.as_dict()["kinds"]
+    assert sum(kinds["model_version"]["transformed"].values()) == 2
+    # a link holds aliases only: the version's tags (the fixture's `validated`) are reported lost
+    assert kinds["model_version"]["not_carried"] == {"a model version's tags: a W&B registry link holds only "
+                                                     "aliases": sum(len(v.tags) for v in versions)}
+    assert kinds["alias"]["carried"] == 1 and sum(kinds["registered_model"]["transformed"].values()) == 1
+    for kind in ("logged_model", "model_version"):
+        assert report.verification[kind]["source"] == 2 and report.verification[kind]["missing"] == 0, kind
+    # the id map holds each link, and the dry run expects what the migration reported
+    mapped = IdMap.load(migrated.work / ".braid", "old", "cloud").data["model_versions"]
+    assert mapped == {"churn/1": "wandb-registry-model/churn:v0", "churn/2": "wandb-registry-model/churn:v1"}
+    dry = migrate(source, migrated.target, catalog=migrated.work / ".braid", dry_run=True)
+    assert dry.as_dict()["kinds"] == {k: v for k, v in kinds.items()}
 
 
 def test_the_staging_folder_is_gone_and_the_key_is_nowhere(migrated: Migrated) -> None:
@@ -212,8 +254,9 @@ def test_a_rerun_creates_nothing(source: SourceSpec, migrated: Migrated) -> None
     assert not again.created, again.created
     assert again.reused["runs"] == migrated.report.created["runs"] == len(recorded(source))
     assert again.verified, again.summary()
-    assert len(mutations(migrated.emulator)) == before  # nothing sent but reads
+    assert len(mutations(migrated.emulator)) == before  # nothing sent but reads, no link made again
     assert history_lengths(migrated.emulator) == lines
+    assert again.reused["registry links"] == migrated.report.created["registry links"] == 2
 
 
 def test_dry_run_writes_nothing(source: SourceSpec, env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -227,5 +227,5 @@ def _migrate_to_wandb(source: SourceSpec, target: SourceSpec, plan: Plan, *, cat
             hint="finished run folders are kept; run the same migration again to continue") from None
     report.created, report.reused = writer.created, writer.reused
     report.verification = verify_wandb(plan, source.tool, writer.read_back(), idmap, project=project)
-    report_copies(report, plan, idmap, keep=(WANDB_FIELDS["artifact"]["model_files"][1],))
+    report_copies(report, plan, idmap)
     return report

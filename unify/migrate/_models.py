@@ -17,7 +17,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from braid.connectors.mlflow._artifacts import local_root
 from braid.connectors.mlflow._raw import LOGGED_MODEL_STATUS, RawStore
 
-from ._artifacts import ArtifactCopy, Step, copy_files, source_files
+from ._artifacts import ArtifactCopy, Download, SourceFile, Step, copy_files, source_files
 from ._idmap import IdMap
 from ._plan import SOURCE_ID_TAG, Plan, SourceRead
 
@@ -27,6 +27,18 @@ FINAL = ("READY", "FAILED")
 
 def _by_model(frame: pl.DataFrame, model: str) -> dict[str, str]:
     return dict(frame.filter(pl.col("model_id") == model).select("key", "value").iter_rows())
+
+
+def model_files(model: dict[str, object], listed: pl.DataFrame,
+                tracking_uri: str) -> tuple[list[SourceFile], str | None, Download]:
+    """A logged model's files as `copy_files` takes them: braid's listing of a local root (the
+    `listed` artifacts of models), else its artifact repository; the root they must stay in; and
+    how to download a remote one. Shared by the MLflow and the W&B writers."""
+    location = str(model["artifact_location"]) if model["artifact_location"] else None
+    repo = get_artifact_repository(location, tracking_uri=tracking_uri) if location else None
+    files = source_files(lambda path: repo.list_artifacts(path), location,
+                         listed.filter(pl.col("owner") == model["model_id"]))
+    return files, local_root(location), lambda path, dst: repo.download_artifacts(path, dst)
 
 
 def carry_models(plan: Plan, idmap: IdMap, source: MlflowClient, target: MlflowClient,
@@ -43,11 +55,8 @@ def carry_models(plan: Plan, idmap: IdMap, source: MlflowClient, target: MlflowC
                 experiments[m["experiment_id"]], name=m["name"], source_run_id=idmap.run_target(m["source_run_id"]),
                 tags={**_by_model(raw["logged_model_tags"], model), SOURCE_ID_TAG: model},
                 params=_by_model(raw["logged_model_params"], model) or None, model_type=m["model_type"])
-            location = m["artifact_location"]
-            repo = get_artifact_repository(location, tracking_uri=source.tracking_uri) if location else None
-            files = source_files(lambda path, r=repo: r.list_artifacts(path), location,
-                                 listed.filter(pl.col("owner") == model))
-            copy_files(files, local_root(location), lambda path, dst, r=repo: r.download_artifacts(path, dst),
+            files, root, download = model_files(m, listed, source.tracking_uri)
+            copy_files(files, root, download,
                        lambda staged, new_id=new.model_id: target.log_model_artifacts(new_id, staged), tally)
             status = LOGGED_MODEL_STATUS.get(m["status"] or "", m["status"])
             if status in FINAL:

@@ -35,7 +35,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,12 +125,12 @@ class Expected:
 
     state: str
     rows: int
-    artifact: str | None
+    artifacts: tuple[str, ...]  # the collections of the artifacts it logged: its files, its models
 
     def missing(self, held: Held | None) -> list[str]:
         """What of the run the server lacks; empty when it holds the run whole.
 
-        >>> Expected("finished", 3, "run-x").missing(Held("running", 1, 0, frozenset(), True))
+        >>> Expected("finished", 3, ("run-x", "churn")).missing(Held("running", 1, 0, frozenset({"churn"}), True))
         ['history rows (1 of 3)', 'artifact run-x', "the end (state 'running', not 'finished')"]
         """
         if held is None:
@@ -137,8 +138,7 @@ class Expected:
         out = []
         if held.rows != self.rows:
             out.append(f"history rows ({held.rows} of {self.rows})")
-        if self.artifact is not None and self.artifact not in held.artifacts:
-            out.append(f"artifact {self.artifact}")
+        out += [f"artifact {name}" for name in self.artifacts if name not in held.artifacts]
         if not held.metadata:
             out.append("wandb-metadata.json")
         if held.state != self.state:
@@ -339,6 +339,28 @@ def upload(server: Server, batch: list[Pending], workdir: Path) -> Flushed:
         else:
             out.done.append((pending, True))
     return out
+
+
+@contextmanager
+def public_api(target: ApiTarget) -> Iterator[Any]:
+    """`wandb.Api()` on the target's server, with the key from WANDB_API_KEY, for what `wandb
+    sync` cannot send (registry links). `Artifact.link` resolves the registry's organization
+    through a client of its own, built from the environment: WANDB_BASE_URL is the target's
+    meanwhile, and the environment is left as it was (starting wandb-core sets WANDB_SERVICE)."""
+    import wandb
+
+    saved = {k: os.environ.get(k) for k in ("WANDB_BASE_URL", "WANDB_SERVICE", "WANDB_MODE")}
+    os.environ["WANDB_BASE_URL"] = target.url
+    os.environ.pop("WANDB_MODE", None)
+    try:
+        yield wandb.Api(overrides={"base_url": target.url}, api_key=os.environ.get(KEY_VARIABLE),
+                        timeout=int(target.timeout))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def failure(server: Server, flushed: Flushed, total: int) -> MigrationTargetError:

@@ -68,6 +68,7 @@ import polars as pl
 
 from braid.connectors.mlflow._normalise import (GIT_BRANCH, GIT_COMMIT, GIT_REMOTE, PARENT, RUN_NAME, SYSTEM_TAGS,
                                                 USER)
+from braid.connectors.mlflow._raw import LOGGED_MODEL_STATUS
 from braid.connectors.wandb._fold import Segment, read_segment
 from braid.connectors.wandb._folders import open_files
 from braid.unify.errors import MigrationUsageError
@@ -76,11 +77,12 @@ from braid.unify.source import Progress, SourceSpec, no_progress
 from ._artifacts import ArtifactCopy, Download, RunFiles, SourceFile, copied, copy_files, mlflow_files
 from ._cache_files import _path, output_files, tool_files
 from ._idmap import IdMap
-from ._plan import DELETED, PARENT_NOT_MIGRATED, How, Plan
+from ._models import model_files
+from ._plan import DELETED, MODEL_RUN_NOT_MIGRATED, PARENT_NOT_MIGRATED, How, Plan
 from ._report import EXAMPLES, KindReport, Report, _compare
 from ._sources import INVALID_KEY, NO_STEP, NO_TIME, SOURCE_STATUS_TAG
 from ._wandb_upload import (BATCH, ApiTarget, Expected, Held, Pending, Server, check_key, failure, last_values,
-                            resumed_rows, server_state, upload)
+                            public_api, resumed_rows, server_state, upload)
 
 NOTE = "mlflow.note.content"
 # W&B's own limits (wandb.init refuses values outside them)
@@ -99,6 +101,17 @@ STAGING = Path(".braid") / "migrate-staging"
 # reader calls a type other than dataset/model an `artifact`
 ARTIFACT_TYPE = "run-files"
 ARTIFACT_PREFIX = "run-"
+# each MLflow 3 LoggedModel is an artifact of this type (W&B's reader makes it a `model` node),
+# named after the model; a registry version links it into the collection named after its
+# registered model, in this registry of the target's organization
+MODEL_TYPE = "model"
+REGISTRY = "wandb-registry-model"
+# what a W&B artifact or collection name cannot hold (the SDK refuses '/', ':' names a version),
+# and its length
+ARTIFACT_NAME_FORBIDDEN = re.compile(r"[^\w.-]")
+MAX_ARTIFACT_NAME = 128
+# the alias W&B gives the newest link of a collection itself (MLflow reserves it too)
+LATEST = "latest"
 # the caller's WANDB_* variables kept while writing: where the SDK stages artifact bytes until
 # `wandb sync` (the user's choice of disk; the run records the staged path, not a setting)
 KEPT_VARIABLES = ("WANDB_DATA_DIR",)
@@ -141,8 +154,18 @@ DATASETS = (f"W&B runs record inputs as artifacts they used, and a dataset input
 ARTIFACT_BYTES = (f"each run's files are one W&B artifact of the run (type {ARTIFACT_TYPE!r}, named "
                   f"{ARTIFACT_PREFIX}<W&B run id>), at their source paths, every path checked to stay inside the "
                   "artifact folder; the SDK stages the bytes for `wandb sync`")
-NO_REGISTRY = ("a W&B registry version links a model artifact, and braid logs each run's files as one artifact, "
-               "not the registered model's own (offline runs cannot link at all: link_artifact raises)")
+MODEL_ARTIFACT = (f"each MLflow 3 LoggedModel is a W&B artifact of type {MODEL_TYPE!r} logged by its run, named "
+                  f"after the model (characters W&B names cannot hold become '-'); its params, tags, model_type, "
+                  f"status and source model id are the artifact's metadata ({CONFIG}.source_id)")
+OFFLINE_LINK = ("an offline W&B run cannot link an artifact into a registry (link_artifact raises): a folder target "
+                "holds the model artifact, `wandb sync` and a link on the server are left to you")
+LINKED = (f"a version links its logged model's artifact into the W&B registry collection named after the registered "
+          f"model ({REGISTRY}/<name>); W&B numbers a collection's links v0, v1... in the order they are made, "
+          f"and braid links in version order")
+NOT_A_LOGGED_MODEL = ("the version points at a run's files (an MLflow 2 `runs:/` source), not at a logged model: W&B "
+                      "links model artifacts, and braid logs a run's files as one run-files artifact")
+VERSION_MODEL_NOT_MIGRATED = "the logged model the version points at is not part of this migration"
+NO_LINKED_VERSION = "none of its versions is linked (see model_version)"
 
 # entity kind -> field (or case) -> (how, why): what happens on the way into a W&B run folder.
 # `history` names each metric point's case and `tag_fates` each tag's; the report counts them here.
@@ -197,13 +220,32 @@ WANDB_FIELDS: dict[str, dict[str, tuple[How, str]]] = {
     "other_input": {"file": ("not_carried", "a model or file a run read: W&B runs record inputs as artifacts they "
                                             "used, and braid logs none for it (offline runs cannot use artifacts)")},
     "artifact": {"bytes": ("carried", ARTIFACT_BYTES),
-                 "model_files": ("not_carried", "a logged model's files: MLflow 3 LoggedModels have no W&B "
-                                                "counterpart the SDK writes offline")},
-    "registered_model": {"name": ("not_carried", NO_REGISTRY)},
-    "model_version": {"version": ("not_carried", NO_REGISTRY)},
-    "alias": {"alias": ("not_carried", NO_REGISTRY)},
-    "logged_model": {"model": ("not_carried", "MLflow 3 LoggedModels have no W&B counterpart the SDK writes "
-                                              "offline")},
+                 "model_files": ("carried", f"a logged model's files are its {MODEL_TYPE!r} artifact's, at their "
+                                            f"source paths, every path checked")},
+    "logged_model": {"model": ("transformed", MODEL_ARTIFACT),
+                     "outside": ("not_carried", MODEL_RUN_NOT_MIGRATED)},
+    # registry entries, by the case `version_fates` gives each version
+    "registered_model": {"link": ("transformed", f"the W&B registry collection {REGISTRY}/<name> (made by the "
+                                                 f"first link)"),
+                         "offline": ("not_carried", OFFLINE_LINK),
+                         "unlinked": ("not_carried", NO_LINKED_VERSION),
+                         "tags": ("not_carried", f"a registered model's tags: braid writes none on the {REGISTRY} "
+                                                 f"collection a link makes"),
+                         "description": ("not_carried", f"a registered model's description: braid writes none on "
+                                                        f"the {REGISTRY} collection a link makes")},
+    "model_version": {"link": ("transformed", LINKED),
+                      "offline": ("not_carried", OFFLINE_LINK),
+                      "run_files": ("not_carried", NOT_A_LOGGED_MODEL),
+                      "outside": ("not_carried", VERSION_MODEL_NOT_MIGRATED),
+                      "source_registry": ("not_carried", "a DVC model registry entry names no model artifact "
+                                                         "braid logs"),
+                      "tags": ("not_carried", "a model version's tags: a W&B registry link holds only aliases"),
+                      "description": ("not_carried", "a model version's description: a W&B registry link holds "
+                                                     "only aliases")},
+    "alias": {"link": ("carried", "an alias of the link"),
+              "stage": ("transformed", "an MLflow stage is an alias of the link (W&B has no stages)"),
+              "offline": ("not_carried", OFFLINE_LINK),
+              "unlinked": ("not_carried", "its version is not linked (see model_version)")},
 }
 # the metric point cases that are written
 WRITTEN = ("value", "timestamp")
@@ -248,6 +290,55 @@ def wandb_run_id(source: str, run_uuid: str) -> str:
 def artifact_name(wid: str) -> str:
     """The W&B artifact holding the files of the run `wid`."""
     return ARTIFACT_PREFIX + wid
+
+
+def wandb_name(name: str) -> str:
+    """A name W&B takes for an artifact or a registry collection.
+
+    >>> wandb_name("churn/model: v2")
+    'churn-model--v2'
+    """
+    return ARTIFACT_NAME_FORBIDDEN.sub("-", name)[:MAX_ARTIFACT_NAME] or MODEL_TYPE
+
+
+def model_metadata(plan: Plan, model: dict[str, Any]) -> dict[str, Any]:
+    """A logged model's fields as its W&B artifact's metadata: params, tags, model_type, status,
+    and where it came from."""
+    raw, model_id = plan.read.raw, model["model_id"]
+
+    def pairs(table: str) -> dict[str, str]:
+        return dict(raw[table].filter(pl.col("model_id") == model_id).select("key", "value").iter_rows())
+
+    status = LOGGED_MODEL_STATUS.get(model["status"] or "", model["status"])
+    fields = {"params": pairs("logged_model_params"), "tags": pairs("logged_model_tags"),
+              "model_type": model["model_type"] or None, "status": status or None}
+    return {**{k: v for k, v in fields.items() if v}, CONFIG: {"source": plan.source, "source_id": model_id}}
+
+
+def version_fates(plan: Plan, *, server: bool) -> pl.DataFrame:
+    """Every live registry version of an MLflow source with the logged model it points at
+    (`model_id`, when it is one: by its `models:/<id>` source or its storage location, as the
+    MLflow writer finds it), its `aliases` (and stage as `stage`), and its case
+    (WANDB_FIELDS["model_version"]): linked on a server when its model is planned."""
+    raw = plan.read.raw
+    models = raw["logged_models"]
+    by_location = dict(models.select("artifact_location", "model_id").drop_nulls().iter_rows())
+    known, planned = set(models["model_id"].to_list()), set(plan.logged_models()["model_id"].to_list())
+    aliases = raw["aliases"].group_by("name", "version").agg(pl.col("alias").sort())
+    rows = []
+    versions = raw["model_versions"].filter(pl.col("current_stage").fill_null("") != "Deleted_Internal") \
+        .join(aliases, on=["name", "version"], how="left")
+    for v in versions.iter_rows(named=True):
+        source = v["source"] or ""
+        model = by_location.get(v["storage_location"]) or by_location.get(source) or source.removeprefix("models:/")
+        model = model if model in known else None
+        case = ("offline" if not server else "run_files" if model is None
+                else "outside" if model not in planned else "link")
+        stage = v["current_stage"] if v["current_stage"] not in (None, "", "None") else None
+        rows.append((v["name"], v["version"], int(v["version"]), model, v["alias"] or [], stage, case))
+    schema = {"name": pl.String, "version": pl.String, "n": pl.Int64, "model_id": pl.String,
+              "aliases": pl.List(pl.String), "stage": pl.String, "case": pl.String}
+    return pl.DataFrame(rows, schema=schema, orient="row").sort("name", "n")
 
 
 def project_name(experiment: str | None) -> str:
@@ -407,26 +498,46 @@ def expected_wandb_report(plan: Plan, tool: str, *, dry_run: bool, project: str 
     _count(kinds, "parent_link", "outside", links - len(parent))
     _count(kinds, "dataset_input", "dataset", plan.frame("dataset_inputs").height)
     if tool == "mlflow":
-        _mlflow_only(plan, kinds)
+        _mlflow_only(plan, kinds, server=project is not None)
     else:
         _source_only(plan, tool, kinds)
     return Report(plan.source, plan.target, dry_run, kinds)
 
 
-def _mlflow_only(plan: Plan, kinds: dict[str, KindReport]) -> None:
-    """What an MLflow store holds beyond runs: the runs' files (those braid lists on a local root;
-    a remote root's are counted as they are copied, `report_copies`); the rest reaches no offline
-    W&B folder."""
+def _mlflow_only(plan: Plan, kinds: dict[str, KindReport], *, server: bool) -> None:
+    """What an MLflow store holds beyond runs: the files of the runs and of their logged models
+    (those braid lists on a local root; a remote root's are counted as they are copied,
+    `report_copies`), the logged models, and the registry: linked on a `server`, by the case
+    `version_fates` gives each version."""
     raw = plan.read.raw
-    versions = raw["model_versions"].filter(pl.col("current_stage").fill_null("") != "Deleted_Internal")
-    run_files = raw["artifacts"].filter((pl.col("owner_kind") == "run") & pl.col("owner").is_in(plan.run_ids))
-    model_files = raw["artifacts"].filter(pl.col("owner_kind") != "run")
+    planned = plan.logged_models()["model_id"]
     models = raw["logged_models"].filter(pl.col("lifecycle_stage").fill_null("active") != "deleted")
-    for kind, case, n in (("registered_model", "name", raw["registered_models"].height),
-                          ("model_version", "version", versions.height), ("alias", "alias", raw["aliases"].height),
-                          ("artifact", "bytes", run_files.height), ("artifact", "model_files", model_files.height),
-                          ("logged_model", "model", models.height)):
-        _count(kinds, kind, case, n)
+    files = raw["artifacts"].filter(pl.col("owner").is_in(plan.run_ids) | pl.col("owner").is_in(planned.implode()))
+    versions = version_fates(plan, server=server)
+    linked = versions.filter(pl.col("case") == "link")
+    names = raw["registered_models"]["name"]
+    registered = names.is_in(linked["name"].implode()).sum()
+    aliases = versions.select("case", n=pl.col("aliases").list.len())
+
+    def described(table: str) -> int:
+        return int((raw[table]["description"].fill_null("") != "").sum())
+
+    for kind, case, n in (
+            ("artifact", "bytes", files.filter(pl.col("owner_kind") == "run").height),
+            ("artifact", "model_files", files.filter(pl.col("owner_kind") != "run").height),
+            ("logged_model", "model", planned.len()), ("logged_model", "outside", models.height - planned.len()),
+            ("registered_model", "link", registered),
+            ("registered_model", "offline" if not server else "unlinked", names.len() - registered),
+            ("alias", "link", aliases.filter(pl.col("case") == "link")["n"].sum()),
+            ("alias", "stage", linked["stage"].is_not_null().sum()),
+            ("alias", "offline" if not server else "unlinked", aliases.filter(pl.col("case") != "link")["n"].sum()),
+            ("registered_model", "tags", raw["registered_model_tags"].height),
+            ("registered_model", "description", described("registered_models")),
+            ("model_version", "tags", raw["model_version_tags"].height),
+            ("model_version", "description", described("model_versions"))):
+        _count(kinds, kind, case, int(n))
+    for case, n in versions["case"].value_counts().iter_rows():
+        _count(kinds, "model_version", case, n)
 
 
 def _source_only(plan: Plan, tool: str, kinds: dict[str, KindReport]) -> None:
@@ -460,7 +571,7 @@ def _source_only(plan: Plan, tool: str, kinds: dict[str, KindReport]) -> None:
     for kind, case, n in (("other_input", "file", sum(kind_of.get(s) != "dataset" for s in ins)),
                           ("dataset_output", "dataset", outs["dataset"]),
                           ("artifact", "bytes", output_files(g, planned).height),
-                          ("model_version", "version", g["registry"].height if "registry" in g else 0)):
+                          ("model_version", "source_registry", g["registry"].height if "registry" in g else 0)):
         _count(kinds, kind, case, n)
 
 
@@ -524,6 +635,16 @@ class PreparedRun:
     user: str
 
 
+@dataclass(frozen=True)
+class Logged:
+    """An artifact a run logs: its name, type, staged folder (None: no file to hold) and metadata."""
+
+    name: str
+    type: str
+    folder: str | None
+    metadata: dict[str, Any] | None = None
+
+
 class WandbWriter:
     """Writes the planned runs of `source` as W&B offline run folders into one folder; for an API
     target, into its staging folder in the catalog, from where `_wandb_upload` sends them to the
@@ -535,6 +656,7 @@ class WandbWriter:
         self.server = Server(self.api, source.name) if self.api is not None else None
         self.folder = wandb_folder(spec, catalog=catalog)
         self._files_of: RunFiles | None = None
+        self._models_of: dict[str, list[dict[str, Any]]] | None = None
         self.entity = spec.options.get("entity")
         self.created: Counter[str] = Counter()
         self.reused: Counter[str] = Counter()
@@ -563,6 +685,18 @@ class WandbWriter:
             else:
                 self._files_of = tool_files(self.source, self.plan)
         return self._files_of(run_uuid)
+
+    def models_of(self, run_uuid: str) -> list[dict[str, Any]]:
+        """The planned logged models a source run logged (MLflow 3 sources only)."""
+        if self._models_of is None:
+            self._models_of = {}
+            for m in self.plan.logged_models().sort("model_id").iter_rows(named=True):
+                self._models_of.setdefault(m["source_run_id"], []).append(m)
+        return self._models_of.get(run_uuid, [])
+
+    def owners(self, run_uuid: str) -> list[str]:
+        """The id map's artifact owners of a run: the run and its logged models."""
+        return [run_uuid, *(m["model_id"] for m in self.models_of(run_uuid))]
 
     def native_id(self, project: str, wid: str) -> str:
         return f"{self.entity or 'offline'}/{project}/{wid}"
@@ -618,6 +752,56 @@ class WandbWriter:
             if waiting:
                 self._upload(waiting, idmap)
         self._clean()
+        if self.server is not None:
+            self._link_versions(idmap)
+
+    def _link_versions(self, idmap: IdMap) -> None:
+        """Link each registry version whose logged model travelled (`version_fates`) into the
+        registry collection named after its registered model, with its aliases and stage, through
+        the public API (`wandb sync` sends no links), in version order, once: the id map's
+        `model_versions` section records each link as it is made. A link the map missed (a kill
+        right after it) is made again, which W&B takes as the same link (its aliases added)."""
+        assert self.server is not None and self.api is not None
+        versions = version_fates(self.plan, server=True).filter(pl.col("case") == "link")
+        todo = [v for v in versions.iter_rows(named=True) if idmap.get("model_versions", f"{v['name']}/{v['version']}")
+                is None]
+        self.reused["registry links"] += versions.height - len(todo)
+        if not todo:
+            return
+        models = {m["model_id"]: m for m in self.plan.logged_models().iter_rows(named=True)}
+        t, found = self.api, {}
+        with public_api(t) as api:
+            for v in todo:
+                model = models[v["model_id"]]
+                where = f"{REGISTRY}/{wandb_name(v['name'])}"
+                try:
+                    if model["model_id"] not in found:
+                        found |= self._model_artifacts(api, wandb_run_id(self.plan.source, model["source_run_id"]))
+                    artifact = found.get(model["model_id"])
+                    if artifact is None:
+                        raise ValueError(f"the run {t.entity}/{t.project}/"
+                                         f"{wandb_run_id(self.plan.source, model['source_run_id'])} logged no model "
+                                         f"artifact of logged model {model['model_id']}")
+                    link = artifact.link(where, aliases=[*v["aliases"], *([v["stage"]] if v["stage"] else [])])
+                except Exception as exc:  # the client's errors have no common base: one line, whatever it raised
+                    raise self.server.error(
+                        f"{t.url}: linking version {v['version']} of registered model {v['name']!r} into {where} "
+                        f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+                        hint="the runs are on the server; run the same migration again to link the rest") from None
+                idmap.set("model_versions", f"{v['name']}/{v['version']}", f"{where}:{link.version}")
+                idmap.save()
+                self.created["registry links"] += 1
+
+    def _model_artifacts(self, api: Any, wid: str) -> dict[str, Any]:
+        """The model artifacts run `wid` logged on the server, by the source model id in their metadata."""
+        t = self.api
+        assert t is not None
+        out = {}
+        for artifact in api.run(f"{t.entity}/{t.project}/{wid}").logged_artifacts():
+            source = (artifact.metadata or {}).get(CONFIG) or {}
+            if artifact.type == MODEL_TYPE and source.get("source") == self.plan.source:
+                out[source.get("source_id")] = artifact
+        return out
 
     def _folder(self, wandb: Any, run: PreparedRun, run_uuid: str, wid: str, idmap: IdMap) -> Path:
         """The run's finished folder in the target folder: the one a killed migration left there
@@ -627,24 +811,33 @@ class WandbWriter:
             if self.server is None:
                 self.reused["runs (found finished in the target folder)"] += 1
             return folder
-        staged, tally = self._write_run(wandb, run, run_uuid, wid)
+        staged, tallies = self._write_run(wandb, run, run_uuid, wid)
         # the files' outcome first: a kill after the rename adopts the folder with it
-        idmap.set("artifacts", run_uuid, tally.entry())
+        for owner, tally in tallies.items():
+            idmap.set("artifacts", owner, tally.entry())
         idmap.save()
         folder = self.folder / staged.name
         os.replace(staged, folder)  # complete: only now does the target folder hold it
         shutil.rmtree(self.staging(wid), ignore_errors=True)
         if self.server is None:  # a server's runs count once it holds them (`_upload`)
-            self.created["runs"] += 1
-            if tally.copied:
-                self.created["artifact files"] += tally.copied
+            self._count_created(run_uuid, idmap)
         return folder
+
+    def _count_created(self, run_uuid: str, idmap: IdMap) -> None:
+        """A run the target now holds, with its files and its logged models' artifacts."""
+        self.created["runs"] += 1
+        copied = sum((idmap.get("artifacts", o) or {}).get("copied", 0) for o in self.owners(run_uuid))
+        if copied:
+            self.created["artifact files"] += copied
+        if self.models_of(run_uuid):
+            self.created["model artifacts"] += len(self.models_of(run_uuid))
 
     def _pending(self, wandb: Any, run: PreparedRun, run_uuid: str, wid: str, folder: Path, idmap: IdMap) -> Pending:
         """A run folder waiting for the server, with what the server holds once it has the run whole."""
         copied = (idmap.get("artifacts", run_uuid) or {}).get("copied")
+        logged = ([artifact_name(wid)] if copied else []) + [wandb_name(m["name"]) for m in self.models_of(run_uuid)]
         expected = Expected(server_state(EXIT_CODES[run.status]), 0 if run.rows is None else run.rows.height,
-                            artifact_name(wid) if copied else None)
+                            tuple(dict.fromkeys(logged)))
         return Pending(run_uuid, wid, folder, expected, functools.partial(self._resumed, wandb, run, run_uuid, wid))
 
     @property
@@ -664,10 +857,7 @@ class WandbWriter:
             idmap.save()
             shutil.rmtree(pending.folder, ignore_errors=True)
             if sent:
-                self.created["runs"] += 1
-                copied = (idmap.get("artifacts", pending.run_uuid) or {}).get("copied")
-                if copied:
-                    self.created["artifact files"] += copied
+                self._count_created(pending.run_uuid, idmap)
             else:
                 self.reused["runs (found whole on the W&B server)"] += 1
         for pending in waiting:
@@ -733,15 +923,15 @@ class WandbWriter:
         return PreparedRun(init, rows, status, user)
 
     def _write_run(self, wandb: Any, run: PreparedRun, run_uuid: str, wid: str,
-                   summary: dict[str, Any] | None = None) -> tuple[Path, ArtifactCopy]:
-        """The run written by the SDK into its staging folder, with its files staged by
-        `copy_files` (each path checked) and logged as one artifact: (the finished run folder, what
-        the files' copy did)."""
+                   summary: dict[str, Any] | None = None) -> tuple[Path, dict[str, ArtifactCopy]]:
+        """The run written by the SDK into its staging folder, with its files and each of its
+        logged models' staged by `copy_files` (each path checked) and logged as artifacts: (the
+        finished run folder, what each owner's copy did, by run or model id)."""
         stage, written = self.staging(wid), []
 
-        def write(files: str | None) -> None:
+        def write(logged: list[Logged]) -> None:
             for _ in range(ENVIRONMENT_ATTEMPTS):
-                folder = self._write(wandb, stage, run.init, run.rows, EXIT_CODES[run.status], files, summary)
+                folder = self._write(wandb, stage, run.init, run.rows, EXIT_CODES[run.status], logged, summary)
                 # wandb-core writes the environment record (which holds the username) on its own
                 # schedule and can close a short run without it (about 1 run in 50): write it again;
                 # after the last attempt the read-back check reports the missing user
@@ -749,12 +939,19 @@ class WandbWriter:
                     break
             written.append(folder)
 
-        tally = ArtifactCopy()
-        files, root, download = self.files_of(run_uuid)
-        copy_files(files, root, download, write, tally)  # writes the run while the staged files exist
-        if not written:  # no file to log
-            write(None)
-        return written[-1], tally
+        owners: list[tuple[str, Any, Any]] = [(run_uuid, self.files_of(run_uuid),
+                                               lambda folder: Logged(artifact_name(wid), ARTIFACT_TYPE, folder))]
+        if self.models_of(run_uuid):
+            from ._mlflow_writer import writer_uri
+
+            listed = self.plan.read.raw["artifacts"].filter(pl.col("owner_kind") == "model")
+            for m in self.models_of(run_uuid):
+                owners.append((m["model_id"], model_files(m, listed, writer_uri(self.source)),
+                               lambda folder, m=m: Logged(wandb_name(m["name"]), MODEL_TYPE, folder,
+                                                          model_metadata(self.plan, m))))
+        tallies = {owner: ArtifactCopy() for owner, _, _ in owners}
+        _staged(owners, tallies, [], write)  # writes the run while every owner's staged files exist
+        return written[-1], tallies
 
     def _resumed(self, wandb: Any, run: PreparedRun, run_uuid: str, wid: str, held: Held) -> Path:
         """A resumed segment that completes a run the server holds in part (`held`): the rows it
@@ -766,10 +963,10 @@ class WandbWriter:
 
     @staticmethod
     def _write(wandb: Any, stage: Path, init: dict[str, Any], rows: pl.DataFrame | None, exit_code: int,
-               files: str | None, summary: dict[str, Any] | None) -> Path:
-        """One run written by the SDK into an empty staging folder, with the staged `files` folder
-        as its artifact (and, for a resumed segment, the run's whole `summary`); returns its run
-        folder."""
+               logged: list[Logged], summary: dict[str, Any] | None) -> Path:
+        """One run written by the SDK into an empty staging folder, with its artifacts (the run's
+        files only when some were staged; a model always, as it has metadata) and, for a resumed
+        segment, the run's whole `summary`; returns its run folder."""
         shutil.rmtree(stage, ignore_errors=True)  # what a killed or earlier attempt left of this run
         stage.mkdir(parents=True)
         run = None
@@ -781,9 +978,12 @@ class WandbWriter:
                 run.log(row, step=step)
             if summary:
                 run.summary.update(summary)
-            if files is not None:
-                artifact = wandb.Artifact(artifact_name(init["id"]), type=ARTIFACT_TYPE)
-                artifact.add_dir(files)
+            for art in logged:
+                if art.folder is None and art.type == ARTIFACT_TYPE:
+                    continue
+                artifact = wandb.Artifact(art.name, type=art.type, metadata=art.metadata)
+                if art.folder is not None:
+                    artifact.add_dir(art.folder)
                 run.log_artifact(artifact)
             run.finish(exit_code=exit_code)
         except BaseException:
@@ -808,6 +1008,26 @@ class WandbWriter:
             options = {"path": str(self.folder), **({"entity": self.entity} if self.entity else {})}
             spec = SourceSpec(self.spec.name, "wandb", options, base_dir=self.spec.base_dir)
         return read_source(spec, previous=None, progress=no_progress).tables
+
+
+def _staged(owners: list[tuple[str, Any, Any]], tallies: dict[str, ArtifactCopy], logged: list[Logged],
+            then: Any) -> None:
+    """Stage each owner's files in turn (`copy_files`: each path checked, into a temporary folder
+    that lives while its callback runs), and call `then` with every owner's artifact once all are
+    staged; an owner with no file staged gets no folder."""
+    if not owners:
+        then(logged)
+        return
+    (owner, (files, root, download), artifact), rest = owners[0], owners[1:]
+    done: list[bool] = []
+
+    def next_owner(folder: str | None) -> None:
+        done.append(True)
+        _staged(rest, tallies, [*logged, artifact(folder)], then)
+
+    copy_files(files, root, download, next_owner, tallies[owner])
+    if not done:  # no file to stage
+        next_owner(None)
 
 
 # -- verification -------------------------------------------------------------------------------
@@ -912,11 +1132,62 @@ def verify_wandb(plan: Plan, tool: str, target: dict[str, pl.DataFrame], idmap: 
     actual_inputs = [(r, dataset(d)) for r, text in own_value("datasets").iter_rows() for d in json.loads(text)]
     out["dataset_input"] = _compare(pl.DataFrame(expected_inputs, schema=schema, orient="row"),
                                     pl.DataFrame(actual_inputs, schema=schema, orient="row"))
-    out["artifact"] = _compare(planned_files(plan, tool, idmap), logged_files(target, to_source))
+    logged = logged_artifacts(target, to_source, src)
+    out["artifact"] = _compare(planned_files(plan, tool, idmap), logged_files(target, logged))
+    if tool == "mlflow":
+        out["logged_model"] = _compare(planned_models(plan), logged.filter(pl.col("type") == MODEL_TYPE).select(
+            "owner", "name", "run", "metadata").sort(pl.all()))
+        if project is not None:
+            out["model_version"] = _compare(planned_links(plan), registry_links(target, logged))
     return out
 
 
 FILE_SCHEMA = {"run_id": pl.String, "path": pl.String, "md5": pl.String}
+
+
+def model_node(source: str, model_id: str | pl.Expr) -> str | pl.Expr:
+    """The owner name a logged model's files and link are compared under."""
+    return pl.lit(f"{source}:logged_model/") + model_id if isinstance(model_id, pl.Expr) \
+        else f"{source}:logged_model/{model_id}"
+
+
+def planned_models(plan: Plan) -> pl.DataFrame:
+    """(model, artifact name, source run node, metadata as sorted JSON) of the planned logged models."""
+    src = plan.source
+    rows = [(model_node(src, m["model_id"]), wandb_name(m["name"]), f"{src}:run/{m['source_run_id']}",
+             json.dumps(model_metadata(plan, m), sort_keys=True)) for m in plan.logged_models().iter_rows(named=True)]
+    return pl.DataFrame(rows, schema={"owner": pl.String, "name": pl.String, "run": pl.String, "metadata": pl.String},
+                        orient="row").sort(pl.all())
+
+
+def planned_links(plan: Plan) -> pl.DataFrame:
+    """(collection, model, aliases) of the versions a server target links."""
+    versions = version_fates(plan, server=True).filter(pl.col("case") == "link")
+    rows = [(wandb_name(v["name"]), model_node(plan.source, v["model_id"]),
+             ",".join(sorted([*v["aliases"], *([v["stage"]] if v["stage"] else [])])))
+            for v in versions.iter_rows(named=True)]
+    return pl.DataFrame(rows, schema={"name": pl.String, "model": pl.String, "aliases": pl.String},
+                        orient="row").sort(pl.all())
+
+
+def logged_artifacts(target: dict[str, pl.DataFrame], to_source: dict[str, str], source: str) -> pl.DataFrame:
+    """The artifacts each migrated run logged, read back (the run's `output` edges), named by the
+    owner they hold the files of: the run (its own artifact, `artifact_name`), or a logged model
+    of `source` (a model artifact, by the source model id in its metadata); others are dropped."""
+    edges = target.get("edges", pl.DataFrame(schema={"src": pl.String, "dst": pl.String, "kind": pl.String}))
+    meta = pl.col("attrs").str.json_path_match("$.metadata")
+    nodes = target["nodes"].select(
+        artifact="id", name="name", type=pl.col("attrs").str.json_path_match("$.type"),
+        metadata=meta, from_source=meta.str.json_path_match(f"$.{CONFIG}.source"),
+        model_id=meta.str.json_path_match(f"$.{CONFIG}.source_id"))
+    logged = edges.filter((pl.col("kind") == "output") & pl.col("src").is_in(list(to_source))).select(
+        run=pl.col("src").replace_strict(to_source), artifact="dst",
+        own=pl.lit(ARTIFACT_PREFIX) + pl.col("src").str.split("/").list.last()).join(nodes, on="artifact")
+    owner = (pl.when((pl.col("type") == ARTIFACT_TYPE) & (pl.col("name") == pl.col("own"))).then("run")
+             .when((pl.col("type") == MODEL_TYPE) & (pl.col("from_source") == source))
+             .then(model_node(source, pl.col("model_id"))))
+    return logged.with_columns(owner=owner, metadata=pl.col("metadata").map_elements(
+        lambda text: json.dumps(json.loads(text), sort_keys=True), return_dtype=pl.String)).drop_nulls("owner")
 
 
 def planned_files(plan: Plan, tool: str, idmap: IdMap) -> pl.DataFrame:
@@ -934,20 +1205,38 @@ def planned_files(plan: Plan, tool: str, idmap: IdMap) -> pl.DataFrame:
             owner=pl.col("run").str.strip_prefix(f"{src}:run/"), path="path", md5="md5")
     _, _, refused = copied(plan, idmap)
     refused_files = pl.DataFrame(list(refused), schema={"owner": pl.String, "path": pl.String}, orient="row")
-    return files.join(refused_files, on=["owner", "path"], how="anti").select(
-        run_id=pl.lit(f"{src}:run/") + pl.col("owner"), path="path", md5="md5").unique().sort(pl.all())
+    files = files.join(refused_files, on=["owner", "path"], how="anti")
+    if tool == "mlflow":  # and the files of the logged models that travel with their runs
+        models = plan.logged_models()["model_id"]
+        model_files = plan.read.raw["artifacts"].filter(
+            (pl.col("owner_kind") == "model") & pl.col("owner").is_in(models.implode()))
+        model_files = model_files.join(refused_files, on=["owner", "path"], how="anti")
+    else:
+        model_files = files.clear()
+    return pl.concat([
+        files.select(run_id=pl.lit(f"{src}:run/") + pl.col("owner"), path="path", md5="md5"),
+        model_files.select(run_id=model_node(src, pl.col("owner")), path="path", md5="md5")]).unique().sort(pl.all())
 
 
-def logged_files(target: dict[str, pl.DataFrame], to_source: dict[str, str]) -> pl.DataFrame:
-    """(source run node, path, md5) of the files in each migrated run's own artifact
-    (`artifact_name`), as braid's W&B reader reads the manifests: the artifact the run logged
-    (`output`), its files (`part_of`)."""
+def logged_files(target: dict[str, pl.DataFrame], logged: pl.DataFrame) -> pl.DataFrame:
+    """(owner, path, md5) of the files in the artifacts the migrated runs logged (`logged_artifacts`),
+    as braid's W&B reader reads the manifests: each artifact's files (`part_of`)."""
     edges = target.get("edges", pl.DataFrame(schema={"src": pl.String, "dst": pl.String, "kind": pl.String}))
-    logged = edges.filter((pl.col("kind") == "output") & pl.col("src").is_in(list(to_source))).select(
-        run="src", artifact="dst", own=pl.lit(ARTIFACT_PREFIX) + pl.col("src").str.split("/").list.last())
     members = edges.filter(pl.col("kind") == "part_of").select(file="src", artifact="dst")
     nodes = target["nodes"].select(
         file="id", md5=pl.col("digest").str.extract(r"^md5:([0-9a-f]{32})$", 1),
-        path=pl.col("attrs").str.json_path_match("$.path"), name=pl.col("attrs").str.json_path_match("$.artifact"))
-    files = logged.join(members, on="artifact").join(nodes, on="file").filter(pl.col("name") == pl.col("own"))
-    return files.select(run_id=pl.col("run").replace_strict(to_source), path="path", md5="md5").cast(FILE_SCHEMA)
+        path=pl.col("attrs").str.json_path_match("$.path"))
+    files = logged.select("owner", "artifact").join(members, on="artifact").join(nodes, on="file")
+    return files.select(run_id="owner", path="path", md5="md5").cast(FILE_SCHEMA)
+
+
+def registry_links(target: dict[str, pl.DataFrame], logged: pl.DataFrame) -> pl.DataFrame:
+    """(collection, model, aliases) of the registry links of the migrated models, read back: the
+    reader's registry rows, by the model artifact they link; `latest` is W&B's own alias."""
+    schema = {"name": pl.String, "model": pl.String, "aliases": pl.String}
+    if "registry" not in target:
+        return pl.DataFrame(schema=schema)
+    owners = logged.select(model_id="artifact", model="owner")
+    return target["registry"].join(owners, on="model_id").select(
+        "name", "model", aliases=pl.col("aliases").list.eval(pl.element().filter(pl.element() != LATEST))
+        .list.sort().list.join(",")).sort(pl.all())
