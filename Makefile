@@ -19,7 +19,7 @@ demo: setup
 	$(BIN)/braid demo braid-demo
 
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25
 
 bench: setup
 	$(BIN)/python bench/bench_traversal.py
