@@ -748,17 +748,15 @@ def count_each(
     >>> count_each(GraphIndex.build(nodes, edges), nodes, np.array([2, -1, 1]), "upstream").tolist()
     [2, 0, 1]
     """
-    stop = _stop_mask(nodes, stop_at)
-    moment = None if as_of is None else epoch_us(as_of)
-    report = _report_mask(index, kinds=kinds, tools=tools)
     starts = np.asarray(start, np.int64)
     csr = index.forward if direction == "downstream" else index.backward
-    out = _walk(index, csr, starts, depth=depth, stop=stop, as_of=moment, same_as=same_as, report=report, vias=False,
-                union=False, counting=True)
+    out = _walk(index, csr, starts, depth=depth, stop=_stop_mask(nodes, stop_at),
+                as_of=None if as_of is None else epoch_us(as_of), same_as=same_as,
+                report=_report_mask(index, kinds=kinds, tools=tools), vias=False, union=False, counting=True)
     if out is not None:
         return np.frombuffer(out, np.int64)
-    found = reach_many(index, starts, direction=direction, depth=depth, stop=stop, as_of=moment, same_as=same_as,
-                       report=report, vias=False)
+    found = search(index, nodes, starts, direction, each=True, depth=depth, kinds=kinds, tools=tools,
+                   stop_at=stop_at, as_of=as_of, same_as=same_as, vias=False)
     assert found.start is not None
     return np.bincount(found.start, minlength=starts.size)
 
