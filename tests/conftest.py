@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -250,11 +251,75 @@ def synced_demo(folder: Path) -> Path:
     return folder
 
 
+def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder all xdist workers of this test run share: the run's base temporary folder."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, folder: Path, build: Callable[[Path], None]) -> Path:
+    """`build(folder)` once per test run, by whichever worker asks first; the others wait for it.
+    For data the tests only read, which xdist groups on different workers both need."""
+    from filelock import FileLock
+
+    root = shared_root(tmp_path_factory)
+    done = root / f"{folder.name}.built"
+    with FileLock(root / f"{folder.name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            done.touch()
+    return folder
+
+
+# git commits of the shared demo are made at a fixed date, so their shas repeat (TUI screenshots)
+DEMO_DATE = "2026-01-15T09:30:00+00:00"
+
+
+@dataclass(frozen=True)
+class Demo:
+    """The workspace the real `braid demo` command built and synced, and what it printed."""
+
+    folder: Path
+    answer: str
+
+
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Outside the temporary tree, at a path of one length on every machine (TUI screenshots show
+    it, digits masked), named after this test run; removed when the run ends."""
+    run = zlib.crc32(str(shared_root(tmp_path_factory)).encode()) % 10**8
+    return Path("/tmp") / f"braid-tui-{run:08d}"
+
+
 @pytest.fixture(scope="session")
-def demo_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One synced demo workspace per worker, for tests that only read it (xdist group `demo`);
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """`braid demo demo`, run once per test run (~35 s) for every test that only reads the demo;
     a test that changes its files builds its own with `synced_demo`."""
-    return synced_demo(tmp_path_factory.mktemp("demo") / "demo")
+    root = demo_root(tmp_path_factory)
+
+    def build(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        proc = subprocess.run([str(Path(sys.executable).parent / "braid"), "demo", "demo"], cwd=folder,
+                              capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "MLFLOW_TRACKING_URI": "", "GIT_AUTHOR_DATE": DEMO_DATE,
+                                   "GIT_COMMITTER_DATE": DEMO_DATE})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (folder / "answer.txt").write_text(proc.stdout)
+
+    built_once(tmp_path_factory, root, build)
+    return Demo(root / "demo", (root / "answer.txt").read_text())
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(demo_run: Demo) -> Path:
+    """The shared demo's folder, for tests that only read it."""
+    return demo_run.folder
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller, once every worker has finished
+        factory = session.config._tmp_path_factory  # type: ignore[attr-defined]
+        shutil.rmtree(demo_root(factory), ignore_errors=True)
 
 
 @pytest.fixture

@@ -9,10 +9,7 @@ commits are made at a fixed date so their shas repeat.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +18,8 @@ import pytest
 
 from braid.unify.store import Manifest, SourceEntry, Writer, load_frame, read_manifest
 from braid.unify.schema import canonical
+from tests.conftest import Demo, built_once
 
-FIXED_DATE = "2026-01-15T09:30:00+00:00"
 STABLE_ROOT = "/work/churn-demo"
 
 
@@ -76,29 +73,11 @@ def stable_copy(catalog: Path, folder: Path, target: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def workspace() -> Iterator[Workspace]:
+def workspace(demo_run: Demo, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """The shared demo (its commits made at a fixed date) and its catalog's stable copy."""
     from braid.unify.config import load_config
-    from braid.unify.demo import build_workspace
-    from braid.unify.sync import sync
 
-    saved = {k: os.environ.get(k) for k in ("GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE")}
-    os.environ.update(GIT_AUTHOR_DATE=FIXED_DATE, GIT_COMMITTER_DATE=FIXED_DATE)
-    # a path of one length on every machine: screenshots show it (its digits are masked)
-    root = Path("/tmp") / f"braid-tui-{os.getpid():08d}"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir()
-    try:
-        folder = root / "demo"
-        build_workspace(folder)
-        config = load_config(folder / "braid.toml")
-        sync(config)
-        stable = root / "stable"
-        stable_copy(config.catalog, folder, stable)
-        yield Workspace(folder, config.catalog, stable)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        shutil.rmtree(root, ignore_errors=True)
+    config = load_config(demo_run.folder / "braid.toml")
+    stable = built_once(tmp_path_factory, demo_run.folder.parent / "stable",
+                        lambda target: stable_copy(config.catalog, demo_run.folder, target))
+    return Workspace(demo_run.folder, config.catalog, stable)

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import polars as pl
 import yaml
 
 from braid.unify import open_catalog
+from tests.conftest import Demo
 
 
-def test_demo_builds_syncs_and_answers(tmp_path: Path, braid_cli) -> None:  # type: ignore[no-untyped-def]
-    folder = tmp_path / "demo"
-    proc = braid_cli("demo", "demo")  # relative, as `make demo` gives it
-    assert proc.returncode == 0, proc.stderr
+def test_demo_builds_syncs_and_answers(demo_run: Demo, braid_cli) -> None:  # type: ignore[no-untyped-def]
+    # the shared demo is `braid demo demo`, a relative folder as `make demo` gives it
+    folder, answer = demo_run.folder, demo_run.answer
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True).stdout.strip()
     # the answer names the commit the training script ran at, and both datasets
-    assert f"git:{head}" in proc.stdout
-    assert "mlflow:dataset/train@" in proc.stdout and "mlflow:dataset/test@" in proc.stdout
-    assert "mlflow:model_version/churn/2" in proc.stdout
+    assert f"git:{head}" in answer
+    assert "mlflow:dataset/train@" in answer and "mlflow:dataset/test@" in answer
+    assert "mlflow:model_version/churn/2" in answer
 
     cat = open_catalog(folder / ".braid")
     reg = cat.table("registry").sort("version")
@@ -49,8 +48,8 @@ def test_demo_builds_syncs_and_answers(tmp_path: Path, braid_cli) -> None:  # ty
     assert copies.height == 4 and train in ends
     assert [i for i in ends if i.startswith("wandb:")] == [
         i for i in cat.nodes.filter(tool="wandb", name="train.csv")["id"]]
-    assert "wandb:dataset/" in proc.stdout  # the raw file's impact reaches W&B's artifact
-    assert "dvc:dataset/data/raw.csv@" in proc.stdout and "dvc:run/" in proc.stdout
+    assert "wandb:dataset/" in answer  # the raw file's impact reaches W&B's artifact
+    assert "dvc:dataset/data/raw.csv@" in answer and "dvc:run/" in answer
 
     again = braid_cli("demo", str(folder))
     assert again.returncode == 2 and "is not empty" in again.stderr
