@@ -157,8 +157,12 @@ def mlflow_server(
 
 @pytest.fixture(scope="session")
 def sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> MlflowStore:
-    work = tmp_path_factory.mktemp("mlflow-sqlite")
-    return write_store(f"sqlite:///{work / 'mlflow.db'}", work)
+    """Written once per test run and shared by the workers: tests copy it before changing it."""
+    work = shared_root(tmp_path_factory) / "mlflow-sqlite"
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    built_once(tmp_path_factory, work,
+               lambda folder: (folder / "facts.json").write_text(json.dumps(write_store(uri, folder).facts)))
+    return MlflowStore(uri, work, json.loads((work / "facts.json").read_text()))
 
 
 @dataclass(frozen=True)
