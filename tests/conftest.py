@@ -39,14 +39,21 @@ PG_ADMIN = dict(host="127.0.0.1", port=5432, user="postgres", dbname="test")
 MYSQL_ADMIN = dict(host="127.0.0.1", port=3306, user="root", password="", database="test")
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under `--dist loadgroup`, each test of an xdist_group must carry its group in its node id
-    (pytest-xdist appends `@group`): that is how the tests sharing an expensive fixture land on one
-    worker. A pytest that ignores the rename splits every group and silently doubles the suite's
-    time, so it is refused here."""
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
+    """Under `--dist loadgroup`, the tests of a module without an xdist_group of their own are
+    grouped by their file, so a module's fixtures (servers, stores, workspaces) are built on one
+    worker only, not on each worker that runs one of its tests.
+
+    Each test of a group must then carry it in its node id (pytest-xdist appends `@group`): a
+    pytest that ignores the rename splits every group and silently doubles the suite's time, so
+    it is refused here."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    yield
     if getattr(config.option, "loadgroup", False):
-        split = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+        split = [item.nodeid for item in items if "@" not in item.nodeid]
         if split:
             raise pytest.UsageError(f"--dist loadgroup did not group {split[0]} (and {len(split) - 1} more): this "
                                     f"pytest and pytest-xdist disagree on node ids; install the pytest pyproject.toml "
