@@ -189,15 +189,19 @@ def test_use_artifact_and_link_through_the_public_api(api_runs: Runs, env: None,
         monkeypatch.setenv("WANDB_BASE_URL", emulator.url)  # `link` makes an Api of its own
         api = wandb.Api(overrides={"base_url": emulator.url})
         api.run(f"{ENTITY}/{PROJECT}/{RESUMED_ID}").use_artifact(api.artifact(f"{ENTITY}/{PROJECT}/train-data:v0"))
-        api.artifact(f"{ENTITY}/{PROJECT}/churn-model:v0").link("wandb-registry-model/churn", aliases=["production"])
+        model = api.artifact(f"{ENTITY}/{PROJECT}/churn-model:v0")
+        first = model.link("wandb-registry-model/churn", aliases=["production"])
+        # a collection holds an artifact version once: linking it again is the same link, its aliases added
+        again = model.link("wandb-registry-model/churn", aliases=["staging"])
         batch = read_api(emulator.url)
     assert emulator.problems == [], "\n".join(emulator.problems)
     assert {"UseArtifact", "LinkArtifact"} <= set(emulator.operations())
     edges = batch.tables["edges"]
     inputs = edges.filter((pl.col("kind") == "input") & (pl.col("dst") == run_id(RESUMED_ID)))["src"].to_list()
     assert inputs == [next(i for i in edges["dst"] if "/train-data:" in i)]
+    assert (first.version, again.version) == ("v0", "v0") and len(emulator.state.links) == 1
     (row,) = batch.tables["registry"].rows(named=True)
-    assert (row["name"], row["version"], sorted(row["aliases"])) == ("churn", "v0", ["latest", "production"])
+    assert (row["name"], row["version"], sorted(row["aliases"])) == ("churn", "v0", ["latest", "production", "staging"])
     assert row["run_id"] == run_id(api_runs.facts["beta"])
 
 

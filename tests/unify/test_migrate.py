@@ -5,6 +5,7 @@ sqlite store and into a real `mlflow server`, then read back with braid's own co
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import math
@@ -16,13 +17,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import LoggedModelInput, LoggedModelOutput, Metric, Param, RunTag
 
 from braid.unify.migrate import migrate
 from braid.unify.migrate._plan import FIELDS, MAX_PARAM_LENGTH, PARAM_TOO_LONG, SOURCE_ID_TAG, read_mlflow
@@ -30,6 +32,7 @@ from braid.unify.source import SourceSpec
 from tests.conftest import MlflowStore, linked_source, mlflow_server
 
 pytestmark = pytest.mark.slow
+T = TypeVar("T")
 
 T0 = 1_700_000_000_000
 LONG_PARAM = "".join(chr(ord("a") + i % 26) for i in range(10_000))
@@ -155,23 +158,87 @@ def test_report_lists_what_is_not_carried(source: SourceSpec, migrated: tuple) -
     data = json.loads(report.to_json())
     assert data["kinds"]["metric_point"]["carried"] == 5 + 1 + 1 + 300 + 1 + 4 + BULK_RUNS * BULK_POINTS
     assert data["kinds"]["artifact"]["carried"] > 0 and not data["kinds"]["artifact"]["not_carried"]
-    # both logged models travel with their runs; the one metric logged against a model is a run metric
+    # both logged models travel with their runs, and with them every metric logged against them
     assert data["kinds"]["logged_model"]["transformed"] == {FIELDS["logged_model"]["id"][1]: 2}
     with sqlite3.connect(f"file:{source.options['uri'].removeprefix('sqlite:///')}?mode=ro", uri=True) as con:
         linked = con.execute("SELECT count(*) FROM logged_model_metrics").fetchone()[0]
-    assert linked and data["kinds"]["model_metric"]["not_carried"] == {FIELDS["model_metric"]["model"][1]: linked}
+    assert linked and data["kinds"]["model_metric"] == {"carried": linked, "transformed": {}, "not_carried": {}}
+    assert data["verification"]["model_metric"]["source"] == linked
     assert data["verified"] is True
+
+
+def model_metrics(uri: str) -> list[tuple]:
+    """Every metric on every logged model, read back with MlflowClient: (model, key, value, step,
+    timestamp, run, dataset name, dataset digest), the model and the run named by the braid.source_id
+    tag braid put on them (a source's own: their ids)."""
+    client = MlflowClient(uri)
+    models = client.search_logged_models(experiment_ids=[e.experiment_id for e in client.search_experiments()])
+    runs: dict[str, str] = {}
+    out = []
+    for model in models:
+        for m in model.metrics or []:
+            if m.run_id not in runs:
+                runs[m.run_id] = client.get_run(m.run_id).data.tags.get(SOURCE_ID_TAG, m.run_id)
+            out.append((model.tags.get(SOURCE_ID_TAG, model.model_id), m.key, m.value, m.step, m.timestamp,
+                        runs[m.run_id], m.dataset_name, m.dataset_digest))
+    return sorted(out, key=repr)
+
+
+def test_model_metrics_are_on_the_target_models(source: SourceSpec, migrated: tuple) -> None:
+    target, _, _ = migrated
+    expected = model_metrics(source.options["uri"])
+    # the fixture's four: two the model took from its run, one NaN (kept as 0.0 by MLflow), and one
+    # logged by another run (finetune) against the first run's model
+    assert len(expected) == 4 and len({(m, r) for m, *_, r, _, _ in expected}) == 3
+    assert model_metrics(target.options["uri"]) == expected
+
+
+def model_links(uri: str) -> list[tuple]:
+    """Every live run's links to logged models, read back with MlflowClient.get_run (run search
+    leaves model inputs out): (kind, run, model, step of an output), the run and the model named
+    by the braid.source_id tag braid put on them (a source's own: their ids)."""
+    client = MlflowClient(uri)
+    names: dict[str, str] = {}
+
+    def name(model: str) -> str:
+        if model not in names:
+            names[model] = client.get_logged_model(model).tags.get(SOURCE_ID_TAG, model)
+        return names[model]
+
+    out = []
+    for found in client.search_runs([e.experiment_id for e in client.search_experiments()]):
+        run = client.get_run(found.info.run_id)
+        rid = run.data.tags.get(SOURCE_ID_TAG, run.info.run_id)
+        out += [("input", rid, name(m.model_id), None) for m in run.inputs.model_inputs or []]
+        out += [("output", rid, name(m.model_id), m.step) for m in run.outputs.model_outputs or []]
+    return sorted(out, key=repr)
+
+
+def test_model_inputs_and_outputs_are_on_the_target_runs(source: SourceSpec, migrated: tuple) -> None:
+    target, _, report = migrated
+    expected = model_links(source.options["uri"])
+    # the fixture's: each run's pyfunc.log_model (an output at step 0), and finetune's metric about
+    # train's model (fluent log_metric with model_id records the model as the run's input)
+    assert sorted((kind, step) for kind, _, _, step in expected) == [("input", None), ("output", 0), ("output", 0)]
+    assert model_links(target.options["uri"]) == expected
+    assert (report.kinds["model_input"].carried, report.kinds["model_output"].carried) == (1, 2)
+    for kind, n in (("model_input", 1), ("model_output", 2)):
+        assert report.verification[kind] == {**report.verification[kind], "source": n, "target": n, "missing": 0,
+                                             "unexpected": 0}
 
 
 def test_second_run_creates_nothing(source: SourceSpec, migrated: tuple) -> None:
     target, work, _ = migrated
-    before = by_source(target)
+    before, linked = by_source(target), model_metrics(target.options["uri"])
+    links = model_links(target.options["uri"])
     again = migrate(source, target, catalog=work / ".braid", artifact_root=work / "artifacts")
     assert not again.created, again.created
     assert again.verified
     after = by_source(target)
     for table in before:
         assert before[table].equals(after[table], null_equal=True), table
+    assert model_metrics(target.options["uri"]) == linked and linked
+    assert model_links(target.options["uri"]) == links and links
 
 
 def test_dry_run_writes_nothing(source: SourceSpec, tmp_path: Path) -> None:
@@ -233,6 +300,10 @@ def test_cli_dry_run_then_killed_server_then_resume(source: SourceSpec, migrated
         assert report["verified"] is True
         assert report["created"].get("runs", 0) == 4 + BULK_RUNS - partial
         resumed = by_source(target_spec(url, tmp_path))
+        # linked to the models through the server's own API (log_batch with the model id; log_inputs
+        # and log_outputs for the runs that used and produced them)
+        assert model_metrics(url) == model_metrics(source.options["uri"]) and report["kinds"]["model_metric"]["carried"]
+        assert model_links(url) == model_links(source.options["uri"]) and report["kinds"]["model_output"]["carried"]
     assert _runs_in(db) == 4 + BULK_RUNS
     uninterrupted = by_source(migrated[0])
     # registry versions name the logged models the migration created in the server
@@ -391,21 +462,26 @@ RUN_TABLES = ("runs", "tags", "params", "metrics", "latest_metrics", "datasets",
 
 
 def table_rows(uri: str) -> dict[str, list[tuple]]:
-    """Every row of the run tables, with the ids the target generated (run, dataset and input
-    uuids, experiment ids) replaced by what they stand for, and without artifact URIs."""
+    """Every row of the run tables, with the ids the target generated (run, dataset, input and
+    logged model ids, experiment ids) replaced by what they stand for, and without artifact URIs."""
     import sqlalchemy as sa
 
     engine = sa.create_engine(uri)
     try:
         with engine.connect() as con:
             raw = {t: [dict(r._mapping) for r in con.execute(sa.text(f"SELECT * FROM {t}"))]
-                   for t in (*RUN_TABLES, "experiments")}
+                   for t in (*RUN_TABLES, "experiments", "logged_model_tags")}
     finally:
         engine.dispose()
     runs = {t["run_uuid"]: t["value"] for t in raw["tags"] if t["key"] == SOURCE_ID_TAG}
+    models = {t["model_id"]: t["tag_value"] for t in raw["logged_model_tags"] if t["tag_key"] == SOURCE_ID_TAG}
     exps = {e["experiment_id"]: e["name"] for e in raw["experiments"]}
     datasets = {d["dataset_uuid"]: (exps[d["experiment_id"]], d["name"], d["digest"]) for d in raw["datasets"]}
-    inputs = {i["input_uuid"]: (datasets[i["source_id"]], runs[i["destination_id"]]) for i in raw["inputs"]}
+    # a dataset's input of a run, or a run's input or output of a logged model
+    ends = {"DATASET": datasets, "RUN": runs, "RUN_INPUT": runs, "RUN_OUTPUT": runs, "MODEL_INPUT": models,
+            "MODEL_OUTPUT": models}
+    inputs = {i["input_uuid"]: (ends[i["source_type"]][i["source_id"]],
+                                ends[i["destination_type"]][i["destination_id"]]) for i in raw["inputs"]}
 
     def norm(table: str, row: dict) -> tuple:
         if "run_uuid" in row:
@@ -419,8 +495,7 @@ def table_rows(uri: str) -> dict[str, list[tuple]]:
         if table == "datasets":
             row.pop("dataset_uuid")
         if table == "inputs":
-            row.pop("input_uuid")
-            row["source_id"], row["destination_id"] = datasets[row["source_id"]], runs[row["destination_id"]]
+            row["source_id"], row["destination_id"] = inputs[row.pop("input_uuid")]
         if table == "input_tags":
             row["input_uuid"] = inputs[row["input_uuid"]]
         return tuple(sorted(row.items()))
@@ -638,3 +713,158 @@ def test_a_run_with_100000_metric_points(tmp_path: Path) -> None:
     # and the target's latest value is the last step's, as MLflow itself would have recorded it
     assert client.get_run(run.info.run_id).data.metrics["loss"] == MlflowClient(target.options["uri"]).search_runs(
         [MlflowClient(target.options["uri"]).get_experiment_by_name("long").experiment_id])[0].data.metrics["loss"]
+
+
+# -- metrics logged against logged models -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_metric_source(tmp_path_factory: pytest.TempPathFactory) -> SourceSpec:
+    """A store where runs log metrics against a logged model through the real client: with dataset
+    fields, NaN and +inf, from the model's own run and from another run; plus one row another tool
+    left in logged_model_metrics without the run's metric point. The model is train's output (at
+    step 2) and evaluate's input, as is a model no run logged (`served`), which cannot travel."""
+    work = tmp_path_factory.mktemp("model-metrics")
+    uri = f"sqlite:///{work / 'source.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("models", artifact_location=(work / "art").as_uri())
+    train = client.create_run(exp, start_time=T0, run_name="train").info.run_id
+    model = client.create_logged_model(exp, name="clf", source_run_id=train).model_id
+    client.finalize_logged_model(model, "READY")
+    client.log_batch(train, metrics=[
+        Metric("loss", 0.5, T0 + 1, 0),
+        Metric("val_loss", 0.3, T0 + 2, 2, model_id=model, dataset_name="val", dataset_digest="d41d8cd9"),
+        Metric("val_nan", math.nan, T0 + 3, 2, model_id=model),
+        Metric("val_inf", math.inf, T0 + 4, 2, model_id=model, dataset_name="val", dataset_digest="d41d8cd9")])
+    client.set_terminated(train, "FINISHED", end_time=T0 + 100)
+    evaluate = client.create_run(exp, start_time=T0 + 200, run_name="evaluate").info.run_id
+    client.log_batch(evaluate, metrics=[Metric("score", 0.9, T0 + 201, 0, model_id=model, dataset_name="test",
+                                               dataset_digest="0cc175b9")])
+    served = client.create_logged_model(exp, name="served").model_id
+    client.log_outputs(train, [LoggedModelOutput(model, 2)])
+    client.log_inputs(evaluate, models=[LoggedModelInput(model), LoggedModelInput(served)])
+    client.set_terminated(evaluate, "FINISHED", end_time=T0 + 300)
+    with sqlite3.connect(work / "source.db") as con:
+        con.execute("INSERT INTO logged_model_metrics (model_id, metric_name, metric_timestamp_ms, metric_step, "
+                    "metric_value, experiment_id, run_id) VALUES (?, 'external', ?, 0, 0.7, ?, ?)",
+                    (model, T0 + 5, int(exp), train))
+    return SourceSpec("old", "mlflow", {"uri": uri}, base_dir=work)
+
+
+def _history(uri: str, run_source_id: str, key: str) -> list[tuple]:
+    """A metric's history on the target run that came from `run_source_id`, read with the client."""
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              f"tags.`{SOURCE_ID_TAG}` = '{run_source_id}'")
+    return [(m.value, m.step, m.timestamp) for m in client.get_metric_history(runs[0].info.run_id, key)]
+
+
+def _link_rows(uri: str, *, skip: set[str] = frozenset()) -> list[tuple]:
+    """The inputs table's run-to-model rows of a sqlite store, but the ids: (source type,
+    destination type, step, input_uuid length), sorted; rows naming a model in `skip` left out."""
+    with sqlite3.connect(f"file:{uri.removeprefix('sqlite:///')}?mode=ro", uri=True) as con:
+        rows = con.execute("SELECT source_type, destination_type, step, length(input_uuid), destination_id FROM inputs "
+                           "WHERE source_type IN ('RUN_INPUT', 'RUN_OUTPUT')").fetchall()
+    return sorted(r[:4] for r in rows if r[4] not in skip)
+
+
+def in_fresh_thread(fn: Callable[[], T]) -> T:
+    """fn() on a new thread. MLflow reads the active model from the environment once per thread
+    (mlflow.tracking.fluent's ActiveModelContext) and this one has asked already; a new thread
+    sees the environment as a new `braid migrate` process does."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result()
+
+
+@pytest.mark.parametrize("kind", ["database", "server"])
+def test_model_metrics_and_links_travel_to_the_target_model(model_metric_source: SourceSpec, kind: str,
+                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bulk writer (a sqlite store) writes the rows; the client writer (a server) logs them with
+    the model id, and the runs' model inputs and outputs with log_inputs and log_outputs. An
+    active model in the user's environment links nothing. A re-run adds nothing."""
+    import mlflow
+
+    from braid.unify.migrate._plan import METRIC_NO_RUN_POINT, MODEL_NO_RUN
+
+    source_uri = model_metric_source.options["uri"]
+    expected = model_metrics(source_uri)
+    assert len(expected) == 5
+    external = [m for m in expected if m[1] == "external"]
+    train = external[0][5]
+    source_links = model_links(source_uri)
+    assert len(source_links) == 3
+    with contextlib.ExitStack() as stack:
+        uri = (f"sqlite:///{tmp_path / 'target.db'}" if kind == "database"
+               else stack.enter_context(mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path)))
+        target = target_spec(uri, tmp_path)
+        # the user's own model in the target, active in their environment: MlflowClient.log_batch
+        # would link every metric point logged without a model to it
+        client = MlflowClient(uri)
+        mine = client.create_logged_model(client.create_experiment("mine"), name="mine").model_id
+        monkeypatch.setenv("MLFLOW_ACTIVE_MODEL_ID", mine)
+
+        def run() -> object:
+            assert mlflow.get_active_model_id() == mine  # in force, as in a new process
+            return migrate(model_metric_source, target, catalog=tmp_path / ".braid", artifact_root=tmp_path / "art")
+
+        report = in_fresh_thread(run)
+        assert report.verified, report.summary()
+        assert not client.get_logged_model(mine).metrics
+        linked = model_metrics(uri)
+        if kind == "database":
+            assert linked == expected and report.kinds["model_metric"].carried == 5
+        else:
+            # MLflow's API links a point to a model only while logging it to the run: the row
+            # without a run point is reported, not invented as a new run point
+            assert linked == [m for m in expected if m[1] != "external"]
+            assert report.kinds["model_metric"].carried == 4
+            assert report.kinds["model_metric"].not_carried == {METRIC_NO_RUN_POINT: 1}
+            assert report.verification["model_metric"]["reported_not_carried"] == 1
+        # the run keeps its one NaN point (MLflow holds the model's copy as 0.0), and no "external" point
+        nan_points = _history(uri, train, "val_nan")
+        assert len(nan_points) == 1 and math.isnan(nan_points[0][0])
+        assert _history(uri, train, "external") == []
+        # the runs' links to the model travel; the one to the model no run logged is reported
+        served = {m for _, _, m, _ in source_links} - {m for m, *_ in expected}
+        assert len(served) == 1 and model_links(uri) == [link for link in source_links if link[2] not in served]
+        if kind == "database":  # the rows SqlAlchemyStore.log_inputs / log_outputs write: uuid4 hex, types, step
+            assert _link_rows(uri) == _link_rows(source_uri, skip=served)
+        assert (report.kinds["model_input"].carried, report.kinds["model_output"].carried) == (1, 1)
+        assert report.kinds["model_input"].not_carried == {MODEL_NO_RUN: 1}
+        again = in_fresh_thread(lambda: migrate(model_metric_source, target, catalog=tmp_path / ".braid",
+                                                artifact_root=tmp_path / "art"))
+        assert again.verified and not again.created, again.created
+        assert model_metrics(uri) == linked
+        assert model_links(uri) == [link for link in source_links if link[2] not in served]
+
+
+def test_model_metrics_not_carried_say_why(model_metric_source: SourceSpec, tmp_path: Path) -> None:
+    """Metrics of a model whose run stays behind, or logged by a run that stays behind."""
+    from braid.unify.migrate._plan import METRIC_MODEL_NOT_MIGRATED, METRIC_RUN_NOT_MIGRATED
+
+    client = MlflowClient(model_metric_source.options["uri"])
+    runs = {r.info.run_name: r.info.run_id for r in client.search_runs([client.get_experiment_by_name("models")
+                                                                       .experiment_id])}
+    target = target_spec(f"sqlite:///{tmp_path / 'never.db'}", tmp_path)
+    plan = {name: migrate(model_metric_source, target, catalog=tmp_path / ".braid", select=[runs[name]],
+                          dry_run=True).kinds["model_metric"] for name in runs}
+    assert (plan["train"].carried, dict(plan["train"].not_carried)) == (4, {METRIC_RUN_NOT_MIGRATED: 1})
+    assert (plan["evaluate"].carried, dict(plan["evaluate"].not_carried)) == (0, {METRIC_MODEL_NOT_MIGRATED: 5})
+
+
+def test_model_links_not_carried_say_why(model_metric_source: SourceSpec, tmp_path: Path) -> None:
+    """A run's use of a model that stays behind (its run does, or no run logged it), and a model's
+    use by a run that stays behind."""
+    from braid.unify.migrate._plan import (LINK_MODEL_NOT_MIGRATED, LINK_RUN_NOT_MIGRATED, MODEL_NO_RUN,
+                                           MODEL_RUN_NOT_MIGRATED)
+
+    client = MlflowClient(model_metric_source.options["uri"])
+    runs = {r.info.run_name: r.info.run_id for r in client.search_runs([client.get_experiment_by_name("models")
+                                                                       .experiment_id])}
+    target = target_spec(f"sqlite:///{tmp_path / 'never.db'}", tmp_path)
+    kinds = {name: migrate(model_metric_source, target, catalog=tmp_path / ".braid", select=[runs[name]],
+                           dry_run=True).kinds for name in runs}
+    summary = {name: {kind: (k[kind].carried, dict(k[kind].not_carried)) for kind in ("model_input", "model_output")}
+               for name, k in kinds.items()}
+    assert summary["train"] == {"model_input": (0, {LINK_RUN_NOT_MIGRATED: 1}), "model_output": (1, {})}
+    assert summary["evaluate"] == {"model_input": (0, {LINK_MODEL_NOT_MIGRATED: 1, MODEL_NO_RUN: 1}),
+                                   "model_output": (0, {})}
+    assert dict(kinds["evaluate"]["logged_model"].not_carried) == {MODEL_RUN_NOT_MIGRATED: 1, MODEL_NO_RUN: 1}

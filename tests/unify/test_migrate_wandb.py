@@ -21,6 +21,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -102,6 +103,71 @@ def source(sqlite_store: MlflowStore, tmp_path_factory: pytest.TempPathFactory) 
         con.execute("UPDATE metrics SET value = -9e999 WHERE run_uuid = ? AND key = 'weird' AND step = 2", (rid,))
         con.execute("UPDATE latest_metrics SET value = 9e999 WHERE run_uuid = ? AND key = 'weird'", (rid,))
     return SourceSpec("old", "mlflow", {"uri": uri}, base_dir=work)
+
+
+@pytest.fixture(scope="module")
+def registry_source(tmp_path_factory: pytest.TempPathFactory) -> SourceSpec:
+    """A small MLflow store whose registry W&B holds in its own way, written by the real client:
+    MLflow 2 versions (a `runs:/<run>/model` source, and an artifact URI under the same run's root
+    naming the same folder, and a second run's folder), an MLflow 3 logged model registered twice,
+    and a version whose source is no model braid could log."""
+    work = tmp_path_factory.mktemp("wandb-registry-source")
+    uri = f"sqlite:///{work / 'registry.db'}"
+    client = MlflowClient(uri, uri)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)  # the registry resolves a `models:/` source with the default client
+        exp = client.create_experiment("registry", artifact_location=(work / "art").as_uri())
+        runs = {}
+        for name in ("legacy", "retrained"):
+            run = client.create_run(exp, start_time=T0, run_name=name, tags={"mlflow.user": "ada"})
+            client.log_text(run.info.run_id, f"flavors: {{}}\nrun: {name}\n", "model/MLmodel")
+            client.log_text(run.info.run_id, f"weights of {name}", "model/data/weights.bin")
+            client.log_text(run.info.run_id, "x\n1\n", "data/x.csv")
+            client.set_terminated(run.info.run_id, "FINISHED", end_time=T0 + 1000)
+            runs[name] = run.info
+        legacy, retrained = runs["legacy"], runs["retrained"]
+        client.create_registered_model("legacy")
+        for source, run_id in ((f"runs:/{legacy.run_id}/model", legacy.run_id),
+                               (f"{legacy.artifact_uri}/model", legacy.run_id),  # the same folder, as a URI
+                               (f"runs:/{retrained.run_id}/model", retrained.run_id),
+                               ("s3://bucket/elsewhere/model", None)):
+            client.create_model_version("legacy", source=source, run_id=run_id)
+        client.set_registered_model_alias("legacy", "prod", "2")
+        client.set_registered_model_alias("legacy", "champion", "3")
+        model = client.create_logged_model(exp, name="scorer", source_run_id=legacy.run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "MLmodel").write_text("flavors: {}\nscorer: true\n")
+            client.log_model_artifacts(model.model_id, tmp)
+        client.finalize_logged_model(model.model_id, "READY")
+        client.create_registered_model("scorer")
+        for _ in range(2):  # one logged model, two versions
+            client.create_model_version("scorer", source=f"models:/{model.model_id}", run_id=legacy.run_id,
+                                        model_id=model.model_id)
+        client.set_registered_model_alias("scorer", "staging", "1")
+        client.set_registered_model_alias("scorer", "live", "2")
+    return SourceSpec("old", "mlflow", {"uri": uri}, base_dir=work)
+
+
+def model_folders(source: SourceSpec) -> dict[str, dict]:
+    """Each MLflow 2 version's model folder as the MLflow client records it (a `runs:/<run>/<path>`
+    source, or a URI under its run's artifact root): `runs:/<run>/<path>` -> the run, the
+    versions naming it, and its files hashed here from the source's disk."""
+    client = MlflowClient(source.options["uri"])
+    out: dict[str, dict] = {}
+    for v in sorted(client.search_model_versions(), key=lambda v: (v.name, int(v.version))):
+        if not v.run_id:
+            continue
+        root = client.get_run(v.run_id).info.artifact_uri
+        path = v.source.removeprefix(f"runs:/{v.run_id}/") if v.source.startswith("runs:/") \
+            else v.source.removeprefix(f"{root}/") if v.source.startswith(f"{root}/") else None
+        if path is None:
+            continue
+        folder = Path(root.removeprefix("file://")) / path
+        entry = out.setdefault(f"runs:/{v.run_id}/{path}", {"run": v.run_id, "versions": [], "files": {
+            p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in folder.rglob("*") if p.is_file()}})
+        entry["versions"].append({"name": v.name, "version": str(v.version)})  # the registry names it in text
+    return out
 
 
 def wandb_target(folder: Path, name: str = "wb") -> SourceSpec:
@@ -425,6 +491,42 @@ def test_registry_tags_and_descriptions_are_reported_not_carried(source: SourceS
     assert lost("registered_model", "registered model's description") == sum(bool(m.description) for m in registered)
 
 
+def test_mlflow2_versions_are_model_artifacts_of_their_runs(registry_source: SourceSpec, tmp_path: Path) -> None:
+    """An MLflow 2 version names a folder of its run's files: that folder is a `model` artifact
+    of the run in the W&B folder, with the source's bytes and the versions naming it; the link
+    needs a server (an offline run cannot link), and a source that is no model is reported."""
+    target = wandb_target(tmp_path)
+    report = migrate(registry_source, target, catalog=tmp_path / ".braid")
+    assert report.verified, report.summary()
+    tables, ids = read_target(target)
+    folders = model_folders(registry_source)
+    assert len(folders) == 2 and [len(f["versions"]) for f in folders.values()] == [2, 1]
+    edges, nodes = tables["edges"], tables["nodes"]
+    for key, folder in folders.items():
+        logged = edges.filter((pl.col("kind") == "output") & (pl.col("src") == ids[folder["run"]]))["dst"]
+        (node,) = nodes.filter(pl.col("id").is_in(logged.implode()) & pl.col("attrs").str.contains(key, literal=True)
+                               ).iter_rows(named=True)
+        attrs = json.loads(node["attrs"])
+        assert (node["name"], attrs["type"]) == ("legacy", "model")
+        assert attrs["metadata"]["source"] == key and attrs["metadata"]["braid"]["source_id"] == key
+        assert attrs["metadata"]["registered_versions"] == folder["versions"]
+        # the folder's files at their paths in it, the source's bytes in the manifest and the SDK's staged copy
+        files = edges.filter((pl.col("kind") == "part_of") & (pl.col("dst") == node["id"]))["src"]
+        got = {}
+        for f in nodes.filter(pl.col("id").is_in(files.implode())).iter_rows(named=True):
+            fattrs = json.loads(f["attrs"])
+            assert md5_file(fattrs["staged"]) == f["digest"].removeprefix("md5:")
+            got[fattrs["path"]] = f["digest"].removeprefix("md5:")
+        assert got == folder["files"] and "MLmodel" in got, key
+    assert report.created["model artifacts"] == 3  # the two folders and the logged model
+    assert report.verification["run_model"]["source"] == 2 and report.verification["run_model"]["missing"] == 0
+    versions = MlflowClient(registry_source.options["uri"]).search_model_versions()
+    lost = report.as_dict()["kinds"]["model_version"]["not_carried"]
+    offline = sum(n for why, n in lost.items() if why.startswith("an offline W&B run cannot link"))
+    no_model = sum(n for why, n in lost.items() if why.startswith("the version's source is neither"))
+    assert (offline, no_model) == (len(versions) - 1, 1)
+
+
 def test_symlink_out_of_the_source_run_is_not_followed(tmp_path: Path) -> None:
     from braid.unify.migrate._artifacts import LINK_OUT
 
@@ -685,5 +787,17 @@ def test_dvc_to_wandb(dvc_repos: DvcRepos, tmp_path: Path) -> None:
     # what an offline W&B run cannot hold is reported, not dropped silently
     kinds = report.as_dict()["kinds"]
     assert kinds["dataset_input"]["transformed"] and kinds["dataset_output"]["transformed"]
+    # a stage input another run wrote would be a use of that run's artifact, which needs a server
+    produced = src["edges"].filter(pl.col("kind") == "input").join(
+        src["edges"].filter(pl.col("kind") == "output").select(producer="src", src="dst"), on="src") \
+        .filter(pl.col("producer") != pl.col("dst")).select("src", "dst").unique()
+    kind_of = dict(src["nodes"].select("id", "kind").iter_rows())
+    offline = {kind: sum(n for why, n in {**kinds[kind]["transformed"], **kinds[kind]["not_carried"]}.items()
+                         if "an offline W&B run cannot use an artifact" in why)
+               for kind in ("dataset_input", "other_input")}
+    assert produced.height and offline == {
+        "dataset_input": sum(kind_of[s] == "dataset" for s in produced["src"]),
+        "other_input": sum(kind_of[s] != "dataset" for s in produced["src"])}
+    assert "artifact_use" not in report.verification
     again = migrate(spec, target, catalog=tmp_path / ".braid")
     assert again.verified and not again.created.get("runs")

@@ -11,6 +11,7 @@ at a closed port (127.0.0.1 excepted).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -32,12 +33,15 @@ from braid.connectors.wandb import read_source as read_wandb
 from braid.unify.errors import MigrationTargetError, MigrationUsageError
 from braid.unify.migrate import Report, migrate
 from braid.unify.migrate._idmap import IdMap
+from braid.unify.migrate._wandb_fields import wandb_run_id
 from braid.unify.migrate._wandb_upload import UPLOAD_FOLDER
-from braid.unify.migrate._wandb_writer import wandb_run_id
 from braid.unify.source import SourceSpec, no_progress
-# `source`: the MLflow store of the folder target's tests, stress runs beside the shared fixture store
-from tests.unify.test_migrate_wandb import source  # noqa: F401
-from tests.unify.test_migrate_wandb import as_wandb_history, assert_run_carried, recorded, source_run_files
+from tests.conftest import DvcRepos
+# `source`: the MLflow store of the folder target's tests, stress runs beside the shared fixture store;
+# `registry_source`: a small store of MLflow 2 versions and versions that share a model
+from tests.unify.test_migrate_wandb import registry_source, source  # noqa: F401
+from tests.unify.test_migrate_wandb import (as_wandb_history, assert_run_carried, model_folders, recorded,
+                                            source_run_files)
 from tests.wandb_emulator import ServerState, WandbEmulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wandb-api")]
@@ -126,7 +130,7 @@ def expected_rows(source: SourceSpec) -> dict[str, int]:
 
 def mutations(emulator: WandbEmulator) -> list[str]:
     writes = {"UpsertBucket", "CreateArtifact", "CreateRunFiles", "CommitArtifact", "file_stream", "upload",
-              "LinkArtifact"}
+              "LinkArtifact", "UseArtifact"}
     return [r.operation for r in emulator.requests if r.operation in writes]
 
 
@@ -236,6 +240,122 @@ def test_models_are_linked_into_the_registry_with_their_aliases(source: SourceSp
     assert mapped == {"churn/1": "wandb-registry-model/churn:v0", "churn/2": "wandb-registry-model/churn:v1"}
     dry = migrate(source, migrated.target, catalog=migrated.work / ".braid", dry_run=True)
     assert dry.as_dict()["kinds"] == {k: v for k, v in kinds.items()}
+
+
+def test_mlflow2_versions_and_versions_of_one_model_are_linked_once_per_model(
+        registry_source: SourceSpec, env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """An MLflow 2 version's folder is a model artifact of its run, linked like a logged model's;
+    a registry collection holds an artifact version once, so the versions of a registered model
+    that name one model are one link with all their aliases (and are reported so)."""
+    import wandb
+    from mlflow import MlflowClient
+
+    client = MlflowClient(registry_source.options["uri"])
+    folders = model_folders(registry_source)
+    by_version = {(v["name"], v["version"]): key for key, f in folders.items() for v in f["versions"]}
+    # what the server should hold, from the MLflow client: one link per model of a registered model,
+    # in version order, with the aliases of all its versions
+    expected: dict[tuple[str, str], list[str]] = {}
+    for v in sorted(client.search_model_versions(), key=lambda v: (v.name, int(v.version))):
+        logged = v.source.removeprefix("models:/") if v.source.startswith("models:/") else None  # an MLflow 3 model
+        model = by_version.get((v.name, str(v.version))) or logged
+        if model is not None:
+            expected.setdefault((v.name, model), []).extend(client.get_model_version(v.name, v.version).aliases)
+    assert len(expected) == 3 and len(client.search_model_versions()) == 6
+    with WandbEmulator(ServerState(username=OWNER)).running() as emulator:
+        target = cloud(emulator.url, tmp_path, name="registry")
+        report = migrate(registry_source, target, catalog=tmp_path / ".braid")
+        assert report.verified, report.summary()
+        state = emulator.state
+        links = [(ln.collection, ln.version_index, sorted(set(ln.aliases) - {"latest"}),
+                  state.artifacts[ln.artifact - 1].metadata["braid"]["source_id"]) for ln in state.links]
+        assert links == [(name, [m for n, m in expected if n == name].index(model), sorted(aliases), model)
+                         for (name, model), aliases in expected.items()]
+        # each MLflow 2 folder, downloaded through the public API from its run: the source's bytes
+        monkeypatch.delenv("WANDB_SERVICE", raising=False)
+        api = wandb.Api(overrides={"base_url": emulator.url})
+        for key, folder in folders.items():
+            wid = wandb_run_id("old", folder["run"])
+            (artifact,) = [a for a in api.run(f"{ENTITY}/{PROJECT}/{wid}").logged_artifacts()
+                           if a.type == "model" and a.metadata["braid"]["source_id"] == key]
+            got = Path(artifact.download(root=str(tmp_path / "download" / wid)))
+            assert {p.relative_to(got).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+                    for p in got.rglob("*") if p.is_file()} == folder["files"]
+            assert artifact.metadata["registered_versions"] == folder["versions"]
+        kinds = report.as_dict()["kinds"]["model_version"]
+        assert sorted(kinds["transformed"].values()) == [2, 3]  # 3 links, 2 versions sharing one
+        assert [n for why, n in kinds["transformed"].items() if why.startswith("another version")] == [2]
+        assert [n for why, n in kinds["not_carried"].items() if why.startswith("the version's source")] == [1]
+        assert report.created["registry links"] == 3
+        mapped = IdMap.load(tmp_path / ".braid", "old", "registry").data["model_versions"]
+        assert mapped == {"legacy/1": "wandb-registry-model/legacy:v0", "legacy/2": "wandb-registry-model/legacy:v0",
+                          "legacy/3": "wandb-registry-model/legacy:v1", "scorer/1": "wandb-registry-model/scorer:v0",
+                          "scorer/2": "wandb-registry-model/scorer:v0"}
+        before = len(mutations(emulator))
+        again = migrate(registry_source, target, catalog=tmp_path / ".braid")
+        assert again.verified and not again.created and again.reused["registry links"] == 3
+        assert len(mutations(emulator)) == before
+    assert emulator.problems == [], "\n".join(emulator.problems)
+
+
+@pytest.mark.xdist_group("dvc")
+def test_dvc_stage_inputs_use_the_artifacts_of_the_runs_that_wrote_them(
+        dvc_repos: DvcRepos, env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One DVC pipeline execution into a W&B server: each stage input another migrated stage
+    wrote is a used artifact of the consumer run, the producer run's run-files artifact, which
+    holds the file with the md5 DVC recorded; inputs from runs not migrated are reported."""
+    import wandb
+
+    from braid.connectors.dvc import read_source as read_dvc
+
+    spec = SourceSpec("pipe", "dvc", {"repo": str(dvc_repos.repo)}, base_dir=dvc_repos.root)
+    src = read_dvc(spec, previous=None, progress=no_progress).tables
+    runs = src["runs"]["id"].to_list()
+    commit = sorted(r.split("/")[1] for r in runs if r.endswith("/prep"))[0]
+    chosen = [r for r in runs if r.split("/")[1] == commit]
+    edges = src["edges"]
+    inputs = edges.filter((pl.col("kind") == "input") & pl.col("dst").is_in(chosen)).select(node="src", consumer="dst")
+    wrote = edges.filter((pl.col("kind") == "output") & pl.col("src").is_in(chosen)).select(node="dst", producer="src")
+    produced = inputs.join(wrote, on="node").filter(pl.col("producer") != pl.col("consumer"))
+    assert produced.height and produced.height < inputs.height  # some inputs come from runs not migrated
+    members = edges.filter(pl.col("kind") == "part_of").select(file="src", node="dst")
+    md5s = dict(src["nodes"].select("id", pl.col("digest").str.strip_prefix("md5:")).iter_rows())
+    paths = dict(src["nodes"].select("id", pl.col("attrs").str.json_path_match("$.path")).iter_rows())
+
+    def wid(node: str) -> str:
+        return wandb_run_id("pipe", node.removeprefix("pipe:run/"))
+
+    with WandbEmulator(ServerState(username=OWNER)).running() as emulator:
+        target = cloud(emulator.url, tmp_path, name="pipeline")
+        report = migrate(spec, target, catalog=tmp_path / ".braid", select=chosen)
+        assert report.verified, report.summary()
+        monkeypatch.delenv("WANDB_SERVICE", raising=False)
+        api = wandb.Api(overrides={"base_url": emulator.url})
+        for consumer, uses in produced.group_by("consumer"):
+            used = {a.name.split(":")[0]: a for a in api.run(f"{ENTITY}/{PROJECT}/{wid(consumer[0])}").used_artifacts()}
+            assert set(used) == {f"run-{wid(p)}" for p in uses["producer"]}, consumer
+            for node, producer in uses.select("node", "producer").iter_rows():
+                artifact = used[f"run-{wid(producer)}"]
+                assert artifact.logged_by().id == wid(producer)
+                # the input's bytes are in it, with the md5 DVC recorded
+                files = members.filter(pl.col("node") == node)["file"].to_list() or [node]
+                entries = artifact.manifest.entries
+                for file in files:
+                    assert base64.b64decode(entries[paths[file]].digest).hex() == md5s[file], (consumer, file)
+        kinds = report.as_dict()["kinds"]
+        used_n = sum(n for kind in ("dataset_input", "other_input")
+                     for why, n in kinds[kind]["transformed"].items() if "uses that producer run's" in why)
+        assert used_n == produced.height
+        assert report.created["artifact uses"] == produced.select("consumer", "producer").unique().height
+        mapped = IdMap.load(tmp_path / ".braid", "pipe", "pipeline").data["runs"]
+        assert {(c, p) for c, entry in mapped.items() for p in entry.get("used", {})} == {
+            (c.removeprefix("pipe:run/"), p.removeprefix("pipe:run/"))
+            for c, p in produced.select("consumer", "producer").unique().iter_rows()}
+        before = len(mutations(emulator))
+        again = migrate(spec, target, catalog=tmp_path / ".braid", select=chosen)
+        assert again.verified and not again.created
+        assert len(mutations(emulator)) == before  # no use recorded twice
+    assert emulator.problems == [], "\n".join(emulator.problems)
 
 
 def test_the_staging_folder_is_gone_and_the_key_is_nowhere(migrated: Migrated) -> None:

@@ -39,11 +39,12 @@ from braid.unify.source import Progress, SourceSpec, no_progress
 from ._artifacts import copy_artifacts, mlflow_files, report_copies, verify_artifacts
 from ._cache_files import tool_files, verify_tool_artifacts
 from ._idmap import IdMap
-from ._models import carry_models, verify_models
-from ._plan import FIELDS, Plan, SourceRead, make_plan, read_mlflow
+from ._models import carry_models, verify_model_links, verify_model_metrics, verify_models
+from ._plan import FIELDS, MODEL_LINKS, Plan, SourceRead, make_plan, read_mlflow
 from ._report import KindReport, Report, expected_report, verify
 from ._sources import SOURCE_FIELDS, STATUS, expected_source_report, read_tool, verify_source
-from ._wandb_writer import WANDB_FIELDS, wandb_folder
+from ._wandb_fields import WANDB_FIELDS
+from ._wandb_writer import wandb_folder
 
 __all__ = ["FIELDS", "SOURCE_FIELDS", "STATUS", "WANDB_FIELDS", "IdMap", "KindReport", "Plan", "Report", "SourceRead",
            "migrate"]
@@ -91,7 +92,7 @@ def migrate(
         return _planned(report, plan, idmap)
     from ._mlflow_writer import MlflowWriter, long_value_path
 
-    problems: dict[str, Counter[str]] = {"model_version": Counter(), "alias": Counter()}
+    problems: dict[str, Counter[str]] = {"model_version": Counter(), "alias": Counter(), "model_metric": Counter()}
     files_copied = models_created = 0
     quiet = _quiet_mlflow()
     try:
@@ -105,6 +106,10 @@ def migrate(
                                       else tool_files(source, plan), target_client, progress)
         if source_client is not None:
             models_created = carry_models(plan, idmap, source_client, target_client, experiments, progress)
+            # after the models: a metric, and a run's use or output of a model, is linked to the
+            # target's model, which must exist
+            writer.model_metrics(plan, idmap, experiments, problems)
+            writer.model_links(plan, idmap)
         writer.registry(plan, idmap, problems)
     except BraidError:
         raise
@@ -135,12 +140,17 @@ def migrate(
             else verify_tool_artifacts(source, plan, idmap, target_read, target_client))
     if from_mlflow:
         report.verification["logged_model"] = verify_models(plan, idmap, target_read)
-    # versions the target refused are reported as not carried: the read-back expects them missing
-    refused = sum(problems["model_version"].values())
-    check = report.verification.get("model_version")
-    if check is not None and refused:
-        check["reported_not_carried"] = min(refused, check["missing"])
-        check["missing"] -= check["reported_not_carried"]
+        report.verification["model_metric"] = verify_model_metrics(plan, idmap, target_read)
+        for kind in MODEL_LINKS:
+            report.verification[kind] = verify_model_links(plan, idmap, target_read, kind)
+    # versions the target refused (and model metrics a server could not link) are reported as not
+    # carried: the read-back expects them missing
+    for kind in ("model_version", "model_metric"):
+        refused = sum(problems[kind].values())
+        check = report.verification.get(kind)
+        if check is not None and refused:
+            check["reported_not_carried"] = min(refused, check["missing"])
+            check["missing"] -= check["reported_not_carried"]
     return report
 
 
@@ -206,7 +216,9 @@ def _migrate_to_wandb(source: SourceSpec, target: SourceSpec, plan: Plan, *, cat
     from wandb.errors import Error as WandbError
 
     from ._wandb_upload import ApiTarget
-    from ._wandb_writer import WandbWriter, expected_wandb_report, verify_wandb
+    from ._wandb_fates import expected_wandb_report
+    from ._wandb_verify import verify_wandb
+    from ._wandb_writer import WandbWriter
 
     api = ApiTarget.of(target)
     project = api.project if api is not None else None  # a server target's runs all go into its project

@@ -29,8 +29,8 @@ import sqlalchemy as sa
 from mlflow.entities import Dataset, DatasetInput, InputTag, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.store.tracking.dbmodels.models import (SqlDataset, SqlInput, SqlInputTag, SqlLatestMetric, SqlMetric,
-                                                   SqlParam, SqlRun, SqlTag)
+from mlflow.store.tracking.dbmodels.models import (SqlDataset, SqlInput, SqlInputTag, SqlLatestMetric,
+                                                   SqlLoggedModelMetric, SqlMetric, SqlParam, SqlRun, SqlTag)
 from mlflow.utils.file_utils import get_local_path_or_none
 from mlflow.utils.name_utils import _generate_random_name
 from mlflow.utils.uri import append_to_uri_path
@@ -41,8 +41,8 @@ from braid.connectors.mlflow._normalise import PARENT, RUN_NAME, USER
 
 from ._idmap import IdMap
 from ._mlflow_writer import TERMINAL, long_value_path
-from ._plan import (MAX_PARAM_LENGTH, MAX_TAG_LENGTH, SOURCE_ID_TAG, SOURCE_NAME_TAG, SOURCE_PARENT_TAG,
-                    TRUNCATED_TAG, Plan)
+from ._plan import (MAX_PARAM_LENGTH, MAX_TAG_LENGTH, MODEL_LINKS, SOURCE_ID_TAG, SOURCE_NAME_TAG,
+                    SOURCE_PARENT_TAG, TRUNCATED_TAG, Plan)
 
 if TYPE_CHECKING:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -285,6 +285,13 @@ def write_text(artifact_uri: str, path: str, text: str) -> None:
         get_artifact_repository(artifact_uri).log_artifact(str(file), folder or None)
 
 
+def stored_value(value: pl.Expr) -> pl.Expr:
+    """A metric value as MLflow's SQL store keeps it (sanitize_metric_value): NaN as 0.0 (the
+    metrics table flags it in is_nan, logged_model_metrics keeps only the 0.0), ±inf as ±FLOAT_MAX."""
+    return (pl.when(value.is_nan()).then(0.0).when(value == float("inf")).then(FLOAT_MAX)
+            .when(value == float("-inf")).then(-FLOAT_MAX).otherwise(value))
+
+
 def _metrics(points: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The metric rows and the latest_metrics rows, as SqlAlchemyStore._log_metrics leaves them."""
     bad = points.filter(pl.col("value").is_null() | pl.col("timestamp").is_null() | (pl.col("timestamp") < 0)
@@ -295,10 +302,7 @@ def _metrics(points: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
                               f"timestamp={r['timestamp']} step={r['step']} (MLflow needs a numeric value, a "
                               "non-negative timestamp and a step)", INVALID_PARAMETER_VALUE)
     _check_keys("metric", points["key"])
-    value = pl.col("value")
-    points = points.with_columns(is_nan=value.is_nan()).with_columns(
-        value=pl.when(pl.col("is_nan")).then(0.0).when(value == float("inf")).then(FLOAT_MAX)
-        .when(value == float("-inf")).then(-FLOAT_MAX).otherwise(value))
+    points = points.with_columns(is_nan=pl.col("value").is_nan(), value=stored_value(pl.col("value")))
     # the metrics primary key: a point logged twice is stored once (checked on a row hash first,
     # since a store's history rarely repeats a point and the exact pass costs more)
     pk = ["run_uuid", "key", "timestamp", "step", "value", "is_nan"]
@@ -345,6 +349,53 @@ def _dataset_rows(inputs: pl.DataFrame, ids: dict[str, str], experiment_of: dict
             SqlInput.__table__: pl.DataFrame(edges, schema=dict.fromkeys(edges[0], pl.String)),
             SqlInputTag.__table__: pl.DataFrame(input_tags, schema=dict.fromkeys(("input_uuid", "name", "value"),
                                                                                  pl.String))}
+
+
+# -- metrics logged against logged models -----------------------------------------------------
+def write_model_metrics(store: SqlAlchemyStore, rows: pl.DataFrame) -> int:
+    """The model metric rows (`_models.model_metric_rows`) the target lacks, inserted in one
+    transaction once the logged models exist; the number inserted. The rows are those
+    SqlAlchemyStore._log_model_metrics writes for a log_batch of the same points: the value as
+    stored, the logging run's experiment, no dataset uuid (log_batch passes none). The table's
+    primary key decides what is there already, so a re-run or a resumed run adds nothing twice."""
+    table = SqlLoggedModelMetric.__table__
+    _check_keys("metric", rows["key"])
+    out = rows.select("model_id", "experiment_id", "run_id", "dataset_name", "dataset_digest",
+                      metric_name="key", metric_timestamp_ms="timestamp", metric_step="step",
+                      metric_value=stored_value(pl.col("value")))
+    key = ["model_id", "metric_name", "metric_timestamp_ms", "metric_step", "run_id"]
+    query = sa.select(*(table.c[c] for c in key)).where(table.c.model_id.in_(out["model_id"].unique().to_list()))
+    with store.ManagedSessionMaker(read_only=False) as session:
+        conn = session.connection()
+        held = pl.DataFrame([tuple(r) for r in conn.execute(query)], schema=out.select(key).schema, orient="row")
+        fresh = out.join(held, on=key, how="anti")
+        _insert(conn, table, fresh)
+    return fresh.height
+
+
+# -- runs' links to logged models ---------------------------------------------------------------
+def write_model_links(store: SqlAlchemyStore, rows: pl.DataFrame) -> dict[str, int]:
+    """The run-to-model links (`_models.model_link_rows`) the target lacks, inserted in one
+    transaction once the logged models exist; the number inserted per kind. The rows are those
+    SqlAlchemyStore.log_inputs (models) and log_outputs write: a uuid4 hex input_uuid, the run as
+    source, the model as destination, the output's step (an input's is the column's default, 0).
+    The table's primary key (types, run, model) decides what is there already."""
+    table = SqlInput.__table__
+    kinds = pl.DataFrame([(k, s, d) for k, (_, s, d) in MODEL_LINKS.items()], orient="row",
+                         schema={"kind": pl.String, "source_type": pl.String, "destination_type": pl.String})
+    out = rows.join(kinds, on="kind").select(
+        "kind", "source_type", "destination_type", "step", source_id="run_id", destination_id="model_id")
+    key = ["source_type", "source_id", "destination_type", "destination_id"]
+    query = sa.select(*(table.c[c] for c in key)).where(table.c.source_type.in_(kinds["source_type"].to_list()),
+                                                        table.c.source_id.in_(out["source_id"].unique().to_list()))
+    with store.ManagedSessionMaker(read_only=False) as session:
+        conn = session.connection()
+        held = pl.DataFrame([tuple(r) for r in conn.execute(query)], schema=out.select(key).schema, orient="row")
+        fresh = out.join(held, on=key, how="anti")
+        fresh = fresh.with_columns(input_uuid=pl.Series([uuid.uuid4().hex for _ in range(fresh.height)],
+                                                        dtype=pl.String))
+        _insert(conn, table, fresh.drop("kind"))
+    return dict(fresh.group_by("kind").len().iter_rows())
 
 
 # -- writing ---------------------------------------------------------------------------------

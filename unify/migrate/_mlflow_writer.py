@@ -23,7 +23,8 @@ from typing import Any
 
 import polars as pl
 from mlflow import MlflowClient
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import (Dataset, DatasetInput, InputTag, LoggedModelInput, LoggedModelOutput, Metric, Param,
+                             RunTag)
 from mlflow.exceptions import MlflowException
 
 from braid.connectors.mlflow import tracking_uri
@@ -31,8 +32,8 @@ from braid.connectors.mlflow._normalise import PARENT, USER
 from braid.unify.source import SourceSpec
 
 from ._idmap import IdMap
-from ._plan import (LONG_VALUE_DIR, MAX_PARAM_LENGTH, MAX_TAG_LENGTH, METRICS_PER_BATCH, PARAMS_TAGS_PER_BATCH,
-                    SOURCE_ID_TAG, SOURCE_NAME_TAG, SOURCE_PARENT_TAG, TRUNCATED_TAG, Plan)
+from ._plan import (LONG_VALUE_DIR, MAX_PARAM_LENGTH, MAX_TAG_LENGTH, METRIC_NO_RUN_POINT, METRICS_PER_BATCH,
+                    PARAMS_TAGS_PER_BATCH, SOURCE_ID_TAG, SOURCE_NAME_TAG, SOURCE_PARENT_TAG, TRUNCATED_TAG, Plan)
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 # (section, source id) -> done; called after each object so the caller can report progress
@@ -54,6 +55,21 @@ def long_value_path(kind: str, key: str) -> str:
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _run_points(rows: pl.DataFrame, points: pl.DataFrame) -> pl.DataFrame:
+    """Model metric rows with `point`: the value of the source run's metric point (same key, step
+    and timestamp) that MLflow stores as the row's value, the very value first; null where the run
+    holds none. log_batch writes both from one value, and the store keeps a NaN point as 0.0 in
+    logged_model_metrics, so logging the point's own value (NaN) adds no second point to the run."""
+    from ._mlflow_bulk import stored_value
+
+    on = ["source_run", "key", "step", "timestamp", "value"]
+    candidates = points.select(source_run="run_uuid", key="key", step="step", timestamp="timestamp",
+                               value=stored_value(pl.col("value")), point="value")
+    return (rows.join(candidates, on=on, how="left")
+            .sort(pl.col("point") == pl.col("value"), descending=True, nulls_last=True, maintain_order=True)
+            .unique([*on, "model_id"], keep="first", maintain_order=True))
 
 
 class MlflowWriter:
@@ -175,14 +191,14 @@ class MlflowWriter:
         if truncated:
             run_tags.append(RunTag(TRUNCATED_TAG, json.dumps(truncated, sort_keys=True)))
         for chunk in _chunks(params, PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(target_id, params=chunk)
+            self._log_batch(target_id, params=chunk)
         for chunk in _chunks(run_tags, PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(target_id, tags=chunk)
+            self._log_batch(target_id, tags=chunk)
         if parts["metrics"] is not None:
             points = [Metric(k, v, ts, st) for k, v, ts, st in
                       parts["metrics"].select("key", "value", "timestamp", "step").iter_rows()]
             for chunk in _chunks(points, METRICS_PER_BATCH):
-                self.client.log_batch(target_id, metrics=chunk)
+                self._log_batch(target_id, metrics=chunk)
         if parts["dataset_inputs"] is not None:
             inputs = [
                 DatasetInput(Dataset(name=d["name"], digest=d["digest"], source_type=d["source_type"],
@@ -199,6 +215,109 @@ class MlflowWriter:
             self.client.update_run(target_id, status=info["status"])
         idmap.set_run(run_uuid, target_id, done=True)
         idmap.save()
+
+    def _log_batch(self, run_id: str, *, metrics: list[Metric] | None = None, params: list[Param] | None = None,
+                   tags: list[RunTag] | None = None) -> None:
+        """One log_batch (within MLflow's per-batch limits), straight to the client's store.
+
+        MlflowClient.log_batch reads the user's session: it gives every metric without a model
+        the active model (mlflow.get_active_model_id: set_active_model, or MLFLOW_ACTIVE_MODEL_ID /
+        _MLFLOW_ACTIVE_MODEL_ID in the environment, read once per thread), and logs asynchronously
+        under MLFLOW_ENABLE_ASYNC_LOGGING. The store writes the points as given, now: a migration
+        links a point to the model the source linked it to, or to none."""
+        self.client._tracking_client.store.log_batch(run_id=run_id, metrics=metrics or [], params=params or [],
+                                                     tags=tags or [])
+
+    # -- metrics logged against logged models --------------------------------------------------
+    def model_metrics(self, plan: Plan, idmap: IdMap, experiments: dict[str, str],
+                      problems: dict[str, Counter[str]]) -> None:
+        """Link the planned model metrics to the target's logged models, once those exist: rows of
+        logged_model_metrics for a database target (`_mlflow_bulk`), log_batch with the model id
+        and dataset fields for a server. Only what the target's models lack is written."""
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        from ._models import model_metric_rows
+
+        rows = model_metric_rows(plan, idmap, experiments)
+        if rows.is_empty():
+            return
+        store = self.client._tracking_client.store
+        if self.bulk and isinstance(store, SqlAlchemyStore):
+            from ._mlflow_bulk import write_model_metrics
+
+            written, lone = write_model_metrics(store, rows), 0
+        else:
+            written, lone = self._log_model_metrics(rows, plan.frame("metrics"))
+        if lone:
+            problems["model_metric"][METRIC_NO_RUN_POINT] += lone
+        if written:
+            self.created["logged model metrics"] += written
+        if held := rows.height - written - lone:
+            self.reused["logged model metrics"] += held
+
+    def _log_model_metrics(self, rows: pl.DataFrame, points: pl.DataFrame) -> tuple[int, int]:
+        """log_batch of each row the target's models lack, with its model id: MLflow writes the
+        model's row and dedups the run's point, which braid logged already. The numbers logged and
+        left out (no run point to log them with)."""
+        from ._models import MODEL_METRIC_KEY
+
+        held = pl.DataFrame([(m.model_id, m.key, m.timestamp, m.step, m.run_id)
+                             for model in rows["model_id"].unique().to_list()
+                             for m in self.client.get_logged_model(model).metrics or []],
+                            schema=rows.select(MODEL_METRIC_KEY).schema, orient="row")
+        missing = _run_points(rows.join(held, on=MODEL_METRIC_KEY, how="anti"), points)
+        logged = missing.filter(pl.col("point").is_not_null())
+        fields = ("key", "point", "timestamp", "step", "model_id", "dataset_name", "dataset_digest")
+        for (run_id,), part in logged.group_by("run_id", maintain_order=True):
+            metrics = [Metric(key, point, timestamp, step, model_id=model, dataset_name=name, dataset_digest=digest)
+                       for key, point, timestamp, step, model, name, digest in part.select(fields).iter_rows()]
+            for chunk in _chunks(metrics, METRICS_PER_BATCH):
+                self._log_batch(str(run_id), metrics=chunk)
+        return logged.height, missing.height - logged.height
+
+    # -- runs' links to logged models ---------------------------------------------------------
+    def model_links(self, plan: Plan, idmap: IdMap) -> None:
+        """Link the target's runs to the logged models they used and produced, once those exist:
+        rows of the inputs table for a database target (`_mlflow_bulk`), log_inputs and log_outputs
+        for a server. Only the links the target's runs lack are written."""
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        from ._models import model_link_rows
+
+        rows = model_link_rows(plan, idmap)
+        if rows.is_empty():
+            return
+        store = self.client._tracking_client.store
+        if self.bulk and isinstance(store, SqlAlchemyStore):
+            from ._mlflow_bulk import write_model_links
+
+            written = write_model_links(store, rows)
+        else:
+            written = self._log_model_links(rows)
+        for kind, n in rows.group_by("kind", maintain_order=True).len().iter_rows():
+            label = f"{kind.replace('_', ' ')}s"
+            if new := written.get(kind, 0):
+                self.created[label] += new
+            if n - new:
+                self.reused[label] += n - new
+
+    def _log_model_links(self, rows: pl.DataFrame) -> Counter[str]:
+        """log_inputs and log_outputs of the links each run lacks (get_run says what it holds:
+        log_outputs refuses a pair the run holds already). The number logged per kind."""
+        logged: Counter[str] = Counter()
+        for (run_id,), part in rows.group_by("run_id", maintain_order=True):
+            run = self.client.get_run(str(run_id))
+            held = {("model_input", m.model_id) for m in (run.inputs.model_inputs if run.inputs else None) or []}
+            held |= {("model_output", m.model_id) for m in (run.outputs.model_outputs if run.outputs else None) or []}
+            fresh = [(k, m, s) for k, m, s in part.select("kind", "model_id", "step").iter_rows() if (k, m) not in held]
+            inputs = [LoggedModelInput(m) for k, m, _ in fresh if k == "model_input"]
+            outputs = [LoggedModelOutput(m, s) for k, m, s in fresh if k == "model_output"]
+            if inputs:
+                self.client.log_inputs(str(run_id), models=inputs)
+            if outputs:
+                self.client.log_outputs(str(run_id), outputs)
+            logged.update({"model_input": len(inputs), "model_output": len(outputs)})
+        return logged
 
     # -- registry -----------------------------------------------------------------------------
     def registry(self, plan: Plan, idmap: IdMap, problems: dict[str, Counter[str]]) -> None:

@@ -65,13 +65,31 @@ FIELDS: dict[str, dict[str, tuple[How, str]]] = {
                              "came from; registry versions name it (models:/<target model id>)"),
         "id": ("transformed", "the target assigns its own model id; the source id travels as tag braid.source_id"),
     },
-    "model_metric": {"model": ("not_carried", "a metric logged against a model is carried as its run's metric "
-                                              "point; its link to the model is not")},
+    "model_metric": {"model": ("carried", "linked to the target's model and run, with its value, step, timestamp "
+                                          "and dataset name and digest (MLflow's logged_model_metrics); the point "
+                                          "is also its run's metric, as MLflow keeps it")},
+    "model_input": {"model": ("carried", "the run used the logged model (MLflow's inputs table, RUN_INPUT -> "
+                                         "MODEL_INPUT): linked to the target's run and model")},
+    "model_output": {"model": ("carried", "the run produced the logged model (MLflow's inputs table, RUN_OUTPUT -> "
+                                          "MODEL_OUTPUT): linked to the target's run and model, with its step")},
 }
+# a run's links to logged models, rows of MLflow's inputs table: report kind -> (the raw table
+# braid's connector reads them into, source_type, destination_type)
+MODEL_LINKS = {"model_input": ("model_inputs", "RUN_INPUT", "MODEL_INPUT"),
+               "model_output": ("model_outputs", "RUN_OUTPUT", "MODEL_OUTPUT")}
 # why a whole entity is left out
 DELETED = "deleted in the source"
 PARENT_NOT_MIGRATED = "the parent run is not part of this migration"
 MODEL_RUN_NOT_MIGRATED = "the run that logged the model is not part of this migration"
+MODEL_NO_RUN = ("the model was not logged by a run (e.g. made by set_active_model), and logged models travel with "
+                "the runs that logged them")
+METRIC_MODEL_NOT_MIGRATED = "the model it was logged against is not part of this migration"
+METRIC_RUN_NOT_MIGRATED = "the run that logged it against the model is not part of this migration"
+METRIC_NO_RUN_POINT = ("its run holds no such metric point in the source, and MLflow's API links a point to a "
+                       "model only while logging it to the run (a database target gets the link alone)")
+LINK_RUN_NOT_MIGRATED = "the run is not part of this migration (its model is)"
+LINK_MODEL_NOT_MIGRATED = "the model is not part of this migration: the run that logged it is not"
+LINK_MODEL_GONE = "the model is deleted in the source, or not in it"
 PARAM_TOO_LONG = (f"longer than MLflow's {MAX_PARAM_LENGTH:,}-character param limit: the param holds the first "
                   f"{MAX_PARAM_LENGTH:,} characters, the full value is the artifact {LONG_VALUE_DIR}/params/<key>.txt")
 TAG_TOO_LONG = (f"longer than MLflow's {MAX_TAG_LENGTH:,}-character tag limit: the tag holds the first "
@@ -106,6 +124,28 @@ class Plan:
         """The live MLflow 3 logged models of the planned runs: they travel with their runs."""
         return self.read.raw["logged_models"].filter(
             (pl.col("lifecycle_stage").fill_null("active") != "deleted") & pl.col("source_run_id").is_in(self.run_ids))
+
+    def model_metrics(self) -> pl.DataFrame:
+        """The metrics logged against those models by planned runs: they travel with both (a run may
+        log a metric against another run's model)."""
+        return self.read.raw["logged_model_metrics"].filter(
+            pl.col("model_id").is_in(self.logged_models()["model_id"].implode()) & pl.col("run_id").is_in(self.run_ids))
+
+    def model_links(self, kind: str) -> pl.DataFrame:
+        """A run's links to logged models of one kind (`MODEL_LINKS`): those of the planned runs, and
+        those of other runs to a model that travels, each with `why` it stays behind (null: it
+        travels, as both its run and its model do)."""
+        raw = self.read.raw
+        live = raw["logged_models"].filter(pl.col("lifecycle_stage").fill_null("active") != "deleted")
+        planned = pl.col("run_uuid").is_in(self.run_ids)
+        travels = pl.col("model_id").is_in(self.logged_models()["model_id"].implode())
+        why = (pl.when(planned & travels).then(None)
+               .when(~planned).then(pl.lit(LINK_RUN_NOT_MIGRATED))
+               .when(~pl.col("model_id").is_in(live["model_id"].implode())).then(pl.lit(LINK_MODEL_GONE))
+               .when(pl.col("model_id").is_in(live.filter(pl.col("source_run_id").is_null())["model_id"].implode()))
+               .then(pl.lit(MODEL_NO_RUN))
+               .otherwise(pl.lit(LINK_MODEL_NOT_MIGRATED)))
+        return raw[MODEL_LINKS[kind][0]].filter(planned | travels).with_columns(why=why)
 
 
 def read_mlflow(spec: SourceSpec) -> SourceRead:

@@ -14,8 +14,9 @@ import polars as pl
 
 from braid.connectors.mlflow._normalise import PARENT, USER
 
-from ._plan import (FIELDS, MAX_PARAM_LENGTH, MAX_TAG_LENGTH, MODEL_RUN_NOT_MIGRATED, PARAM_TOO_LONG,
-                    PARENT_NOT_MIGRATED, SOURCE_ID_TAG, TAG_TOO_LONG, Plan, SourceRead)
+from ._plan import (FIELDS, MAX_PARAM_LENGTH, MAX_TAG_LENGTH, METRIC_MODEL_NOT_MIGRATED, METRIC_RUN_NOT_MIGRATED,
+                    MODEL_LINKS, MODEL_NO_RUN, MODEL_RUN_NOT_MIGRATED, PARAM_TOO_LONG, PARENT_NOT_MIGRATED,
+                    SOURCE_ID_TAG, TAG_TOO_LONG, Plan, SourceRead)
 
 NEW_ID = FIELDS["run"]["id"][1]
 USER_ADDED = "added: MLflow sets mlflow.user on every new run; for runs without it, the run's user ('unknown')"
@@ -126,11 +127,24 @@ def expected_report(plan: Plan, *, dry_run: bool) -> Report:
     models = raw["logged_models"].filter(pl.col("lifecycle_stage").fill_null("active") != "deleted")
     carried = models.filter(pl.col("source_run_id").is_in(plan.run_ids))
     kinds["logged_model"].transformed[FIELDS["logged_model"]["id"][1]] = carried.height
-    if models.height - carried.height:
-        kinds["logged_model"].not_carried[MODEL_RUN_NOT_MIGRATED] = models.height - carried.height
-    model_metrics = raw["logged_model_metrics"].filter(pl.col("model_id").is_in(carried["model_id"].implode())).height
-    if model_metrics:
-        kinds["model_metric"].not_carried[FIELDS["model_metric"]["model"][1]] = model_metrics
+    runless = int(models["source_run_id"].is_null().sum())
+    for why, n in ((MODEL_RUN_NOT_MIGRATED, models.height - carried.height - runless), (MODEL_NO_RUN, runless)):
+        if n:
+            kinds["logged_model"].not_carried[why] = n
+    # a metric logged against a model travels when both the model and the run that logged it do
+    model_metrics = raw["logged_model_metrics"].filter(pl.col("model_id").is_in(models["model_id"].implode()))
+    with_model = model_metrics.filter(pl.col("model_id").is_in(carried["model_id"].implode()))
+    kinds["model_metric"].carried = plan.model_metrics().height
+    for why, n in ((METRIC_MODEL_NOT_MIGRATED, model_metrics.height - with_model.height),
+                   (METRIC_RUN_NOT_MIGRATED, with_model.height - kinds["model_metric"].carried)):
+        if n:
+            kinds["model_metric"].not_carried[why] = n
+    # a run's link to a logged model travels when both the run and the model do
+    for kind in MODEL_LINKS:
+        links = plan.model_links(kind)
+        kinds[kind].carried = int(links["why"].is_null().sum())
+        for why, n in links.drop_nulls("why").group_by("why", maintain_order=True).len().iter_rows():
+            kinds[kind].not_carried[why] = n
     # the files braid lists (local artifact roots); a remote root's files are counted as they are copied
     kinds["artifact"].carried = raw["artifacts"].filter(
         pl.col("owner").is_in(plan.run_ids) | pl.col("owner").is_in(carried["model_id"].implode())).height

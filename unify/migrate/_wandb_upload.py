@@ -344,9 +344,10 @@ def upload(server: Server, batch: list[Pending], workdir: Path) -> Flushed:
 @contextmanager
 def public_api(target: ApiTarget) -> Iterator[Any]:
     """`wandb.Api()` on the target's server, with the key from WANDB_API_KEY, for what `wandb
-    sync` cannot send (registry links). `Artifact.link` resolves the registry's organization
-    through a client of its own, built from the environment: WANDB_BASE_URL is the target's
-    meanwhile, and the environment is left as it was (starting wandb-core sets WANDB_SERVICE)."""
+    sync` cannot send (registry links, used artifacts). `Artifact.link` resolves the registry's
+    organization through a client of its own, built from the environment: WANDB_BASE_URL is the
+    target's meanwhile, and the environment is left as it was (starting wandb-core sets
+    WANDB_SERVICE)."""
     import wandb
 
     saved = {k: os.environ.get(k) for k in ("WANDB_BASE_URL", "WANDB_SERVICE", "WANDB_MODE")}
