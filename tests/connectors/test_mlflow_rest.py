@@ -64,7 +64,7 @@ def write_fixture(url: str, workdir: Path) -> dict[str, Any]:
     import mlflow
     import pandas as pd
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
+    from mlflow.entities import LoggedModelInput, Metric
 
     class Echo(mlflow.pyfunc.PythonModel):
         # no type hints: mlflow would try (and warn about) a signature from them
@@ -105,9 +105,15 @@ def write_fixture(url: str, workdir: Path) -> dict[str, Any]:
     client.set_registered_model_alias("churn", "champion", v2.version)
     client.set_model_version_tag("churn", v2.version, "validated", "true")
     client.create_registered_model("unused")
+    # a run in an experiment without LoggedModels that uses another experiment's model, with
+    # no metric against it: only its run record holds the input
+    scoring = client.create_experiment("scoring")
+    score = client.create_run(scoring, run_name="batch-score")
+    client.log_inputs(score.info.run_id, models=[LoggedModelInput(model.model_id)])
+    client.set_terminated(score.info.run_id)
     facts.update(train_run=train.info.run_id, child_run=child.info.run_id, evaluate_run=evaluate.info.run_id,
                  finetune_run=finetune.info.run_id, model_1=model.model_id, model_2=model2.model_id,
-                 versions=[v1.version, v2.version])
+                 versions=[v1.version, v2.version], score_run=score.info.run_id)
 
     # histories longer than one bulk answer
     long_exp = client.create_experiment("long-history")
@@ -167,9 +173,9 @@ def test_rest_and_sql_give_the_same_graph(server: Server) -> None:
 
     # and it is the fixture's lineage, not two equally empty graphs
     f, edges = server.facts, set(through_rest["edges"].select("src", "dst", "kind").rows())
-    train, child, evaluate = (f"ml:run/{f[k]}" for k in ("train_run", "child_run", "evaluate_run"))
+    train, child, evaluate, score = (f"ml:run/{f[k]}" for k in ("train_run", "child_run", "evaluate_run", "score_run"))
     m1 = f"ml:model/{f['model_1']}"
-    assert {(train, child, "parent_of"), (train, m1, "output"), (m1, evaluate, "input"),
+    assert {(train, child, "parent_of"), (train, m1, "output"), (m1, evaluate, "input"), (m1, score, "input"),
             (m1, "ml:model_version/churn/1", "registered_as"), (f"git:{COMMIT}", train, "code")} <= edges
     dataset = through_rest["edges"].filter(kind="input", dst=train)
     assert dataset["src"].str.starts_with("ml:dataset/train@").all()
@@ -196,7 +202,7 @@ def test_raw_tables_are_identical(server: Server) -> None:
     for table in RAW_SCHEMAS:
         assert_same(table, sorted_frame(a[table]), sorted_frame(b[table]))
 
-    assert a["model_inputs"].rows() == [(f["evaluate_run"], f["model_1"])]
+    assert set(a["model_inputs"].rows()) == {(f["evaluate_run"], f["model_1"]), (f["score_run"], f["model_1"])}
     assert a["dataset_inputs"].select("run_uuid", "tags").rows() == [
         (f["train_run"], '{"mlflow.data.context": "training", "split": "a"}')]
     assert set(a["runs"].filter(lifecycle_stage="deleted")["run_uuid"]) == {f["dropped_run"], f["edge_run"]}
@@ -210,6 +216,25 @@ def test_raw_tables_are_identical(server: Server) -> None:
     assert edge[:2] == [1.7976931348623157e308, -1.7976931348623157e308] and math.isnan(edge[2])
     assert math.isnan(one(a["latest_metrics"], run_uuid=f["edge_run"])["value"])
 
+
+
+def test_model_input_from_another_experiment(server: Server) -> None:
+    """A run whose experiment holds no LoggedModel, using another experiment's model without a
+    metric against it: its input is read over REST as MLflow recorded it, and as SQL reads it."""
+    from mlflow import MlflowClient
+
+    f, client = server.facts, MlflowClient(server.url)
+    score = client.get_run(f["score_run"])
+    # the case itself: nothing but the run record ties this run to the model
+    assert client.search_logged_models([score.info.experiment_id]) == []
+    assert [m.model_id for m in score.inputs.model_inputs] == [f["model_1"]]
+    with RestStore("ml", server.url) as rest, SqlStore("ml", server.db_uri, base_dir=server.workdir) as sql:
+        a, b = rest.read_core(no_progress), sql.read_core(no_progress)
+    assert f["score_run"] not in a["logged_model_metrics"]["run_id"].to_list()
+    assert (f["score_run"], f["model_1"]) in a["model_inputs"].rows()
+    assert_same("model_inputs", sorted_frame(a["model_inputs"]), sorted_frame(b["model_inputs"]))
+    recorded = {(r, m.model_id) for r in a["runs"]["run_uuid"] for m in client.get_run(r).inputs.model_inputs}
+    assert set(a["model_inputs"].rows()) == recorded
 
 def one(frame: pl.DataFrame, **where: object) -> dict[str, Any]:
     rows = frame.filter(**where)
