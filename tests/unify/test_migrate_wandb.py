@@ -472,6 +472,81 @@ def test_logged_models_are_model_artifacts_of_their_runs(source: SourceSpec, mig
                                                    "examples": []}
 
 
+def model_links(source: SourceSpec) -> tuple[list[tuple], list[tuple], list]:
+    """The source's model inputs (run, model), model outputs (run, model, step) and the metrics
+    logged against its logged models, as the MLflow client answers."""
+    client = MlflowClient(source.options["uri"])
+    runs = [client.get_run(run_id) for run_id in recorded(source)]
+    inputs = [(r.info.run_id, i.model_id) for r in runs for i in r.inputs.model_inputs]
+    outputs = [(r.info.run_id, o.model_id, o.step)
+               for r in runs for o in (r.outputs.model_outputs if r.outputs else [])]
+    metrics = [m for model in logged_models(source) for m in client.get_logged_model(model.model_id).metrics]
+    return inputs, outputs, metrics
+
+
+def test_model_inputs_outputs_and_metrics_are_reported(source: SourceSpec, migrated: tuple) -> None:
+    """A run's use and production of logged models, and the metrics logged against them, each
+    counted once, as many as the MLflow client says the source holds: an output is the model
+    artifact logged by its run (its step is not carried), a use cannot be recorded by an offline
+    run, and a history row names no model (its value is the run's history point)."""
+    target, _, report = migrated
+    inputs, outputs, metrics = model_links(source)
+    assert len(inputs) == 1 and len(outputs) == 2 and metrics  # the fixture store's
+    kinds = report.as_dict()["kinds"]
+
+    def counted(kind: str) -> tuple[int, dict[str, int], dict[str, int]]:
+        return kinds[kind]["carried"], kinds[kind]["transformed"], kinds[kind]["not_carried"]
+
+    carried, transformed, lost = counted("model_output")
+    assert carried == 0 and not lost and list(transformed.values()) == [len(outputs)]
+    assert "the step MLflow records with the output is not carried" in next(iter(transformed))
+    carried, transformed, lost = counted("model_input")
+    assert carried == 0 and not transformed and list(lost.values()) == [len(inputs)]
+    assert next(iter(lost)).startswith("an offline W&B run cannot use an artifact")
+    carried, transformed, lost = counted("model_metric")
+    assert carried == 0 and not transformed and list(lost.values()) == [len(metrics)]
+    assert next(iter(lost)).startswith("a W&B history row names no model")
+    # read back: each output's model artifact is logged by the W&B run of the output's run
+    tables, ids = read_target(target)
+    artifacts = tables["nodes"].filter(pl.col("attrs").str.json_path_match("$.type") == "model")
+    node_of = {json.loads(a)["metadata"]["braid"]["source_id"]: i
+               for i, a in artifacts.select("id", "attrs").iter_rows()}
+    logged = tables["edges"].filter(pl.col("kind") == "output").select("src", "dst")
+    for run_id, model_id, _ in outputs:
+        assert logged.filter(pl.col("dst") == node_of[model_id])["src"].to_list() == [ids[run_id]]
+    assert report.verification["model_output"] == {"source": len(outputs), "target": len(outputs), "missing": 0,
+                                                   "unexpected": 0, "examples": []}
+    # and no folder records a used artifact (an offline run cannot)
+    assert tables["edges"].filter(pl.col("kind") == "input").is_empty()
+    # each model metric's value is its run's history value at its step (MLflow's logged_model_metrics
+    # table has no is_nan column: the sqlite store holds the run's NaN point there as 0.0)
+    for m in metrics:
+        (value,) = of_run(tables, "metrics", ids[m.run_id]).filter(
+            (pl.col("key") == m.key) & (pl.col("step") == m.step))["value"].to_list()
+        assert value == m.value or math.isnan(value) and m.value == 0.0, m
+
+
+def test_model_links_left_behind_say_why(source: SourceSpec, tmp_path: Path) -> None:
+    """Only the run "finetune" migrated (a dry run): its use of the model "train" logged, and the
+    metrics logged against that model, stay behind with the reason; its own output travels."""
+    inputs, outputs, metrics = model_links(source)
+    finetune = next(r for r, f in recorded(source).items() if f["info"].run_name == "finetune")
+    report = migrate(source, wandb_target(tmp_path), catalog=tmp_path / ".braid", select=[finetune], dry_run=True)
+    kinds = report.as_dict()["kinds"]
+    own = {m for r, m, _ in outputs if r == finetune}
+    used = [m for r, m in inputs if r == finetune]
+    assert used and not own & set(used)  # it used a model another run logged
+    assert kinds["model_input"]["not_carried"] == {
+        "the model is not part of this migration: the run that logged it is not": len(used)}
+    assert sum(kinds["model_output"]["transformed"].values()) == len(own) and not kinds["model_output"]["not_carried"]
+    travel = [m for m in metrics if m.model_id in own and m.run_id == finetune]
+    assert travel and len(travel) < len(metrics)
+    assert kinds["model_metric"]["not_carried"] == {
+        next(why for why in kinds["model_metric"]["not_carried"] if why.startswith("a W&B history row")): len(travel),
+        "the model it was logged against is not part of this migration": len(metrics) - len(travel)}
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_registry_tags_and_descriptions_are_reported_not_carried(source: SourceSpec, migrated: tuple) -> None:
     """A W&B registry link holds aliases only: every tag and description the MLflow registry
     holds is counted as not carried (lossless or loud), read from the MLflow client."""

@@ -40,8 +40,8 @@ from tests.conftest import DvcRepos
 # `source`: the MLflow store of the folder target's tests, stress runs beside the shared fixture store;
 # `registry_source`: a small store of MLflow 2 versions and versions that share a model
 from tests.unify.test_migrate_wandb import registry_source, source  # noqa: F401
-from tests.unify.test_migrate_wandb import (as_wandb_history, assert_run_carried, model_folders, recorded,
-                                            source_run_files)
+from tests.unify.test_migrate_wandb import (as_wandb_history, assert_run_carried, model_folders, model_links,
+                                            recorded, source_run_files)
 from tests.wandb_emulator import ServerState, WandbEmulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wandb-api")]
@@ -242,6 +242,41 @@ def test_models_are_linked_into_the_registry_with_their_aliases(source: SourceSp
     assert dry.as_dict()["kinds"] == {k: v for k, v in kinds.items()}
 
 
+def test_model_inputs_are_used_model_artifacts(source: SourceSpec, migrated: Migrated,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each logged model a source run used (MLflow's model inputs) is a used artifact of the run on
+    the server, read back through the public API: the model artifact of that model, logged by the
+    W&B run of the run that logged the model; no other run uses a model."""
+    import wandb
+    from mlflow import MlflowClient
+
+    client = MlflowClient(source.options["uri"])
+    inputs, outputs, _ = model_links(source)
+    assert len(inputs) == 1  # the fixture store's fluent log_metric(model_id=...) of another run's model
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+    api = wandb.Api(overrides={"base_url": migrated.emulator.url})
+    for run_id in recorded(source):
+        used = [a for a in api.run(f"{ENTITY}/{PROJECT}/{wandb_run_id('old', run_id)}").used_artifacts()
+                if a.type == "model"]
+        wanted = sorted(m for r, m in inputs if r == run_id)
+        assert sorted(a.metadata["braid"]["source_id"] for a in used) == wanted, run_id
+        for artifact in used:
+            model = client.get_logged_model(artifact.metadata["braid"]["source_id"])
+            assert artifact.logged_by().id == wandb_run_id("old", model.source_run_id)
+            assert artifact.name.startswith(f"{model.name}:")
+    assert [r.operation for r in migrated.emulator.requests].count("UseArtifact") == len(inputs)
+    report = migrated.report
+    kinds = report.as_dict()["kinds"]
+    assert kinds["model_input"]["carried"] == len(inputs) == report.created["model uses"]
+    assert not kinds["model_input"]["transformed"] and not kinds["model_input"]["not_carried"]
+    assert sum(kinds["model_output"]["transformed"].values()) == len(outputs)
+    assert report.verification["model_input"] == {"source": len(inputs), "target": len(inputs), "missing": 0,
+                                                  "unexpected": 0, "examples": []}
+    # the id map holds each use in the consumer's run entry: a re-run makes none again (`test_a_rerun_creates_nothing`)
+    mapped = IdMap.load(migrated.work / ".braid", "old", "cloud").data["runs"]
+    assert {(r, m) for r, entry in mapped.items() for m in entry.get("used_models", {})} == set(inputs)
+
+
 def test_mlflow2_versions_and_versions_of_one_model_are_linked_once_per_model(
         registry_source: SourceSpec, env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """An MLflow 2 version's folder is a model artifact of its run, linked like a logged model's;
@@ -377,6 +412,8 @@ def test_a_rerun_creates_nothing(source: SourceSpec, migrated: Migrated) -> None
     assert len(mutations(migrated.emulator)) == before  # nothing sent but reads, no link made again
     assert history_lengths(migrated.emulator) == lines
     assert again.reused["registry links"] == migrated.report.created["registry links"] == 2
+    assert again.reused["model uses"] == migrated.report.created["model uses"] == 1
+    assert "UseArtifact" not in mutations(migrated.emulator)[before:]
 
 
 def test_dry_run_writes_nothing(source: SourceSpec, env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,8 @@
 """Where each source entity goes in W&B, as frames: each metric point's case in W&B history,
 each tag's field, the run families and job types, the inputs another planned run wrote (uses of
-its artifact); and the report a migration into W&B leads to, counted from the plan through
-`WANDB_FIELDS` (registry versions by `_wandb_models.version_fates`) before anything is written
-(`expected_wandb_report`).
+its artifact), the runs' links to logged models and the metrics logged against them; and the
+report a migration into W&B leads to, counted from the plan through `WANDB_FIELDS` (registry
+versions by `_wandb_models.version_fates`) before anything is written (`expected_wandb_report`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import polars as pl
 from braid.connectors.mlflow._normalise import PARENT, SYSTEM_TAGS
 
 from ._cache_files import output_files
-from ._plan import Plan
+from ._plan import METRIC_MODEL_NOT_MIGRATED, METRIC_RUN_NOT_MIGRATED, Plan
 from ._report import KindReport, Report
 from ._sources import INVALID_KEY, NO_STEP, NO_TIME, SOURCE_STATUS_TAG
 from ._wandb_fields import (CONFIG, EXACT_STATUS, EXIT_CODES, MAX_TAG_LENGTH, RESERVED_METRIC_KEYS,
@@ -146,6 +146,36 @@ def input_producers(plan: Plan, tool: str) -> pl.DataFrame:
         producer=pl.col("producer").str.strip_prefix(prefix)).cast(USES_SCHEMA)
 
 
+def model_link_cases(plan: Plan, kind: str, *, server: bool) -> pl.DataFrame:
+    """A run's links to logged models of one kind (`Plan.model_links`: "model_input" or
+    "model_output") with their `case` in WANDB_FIELDS[kind]: a link whose run or model stays
+    behind is `outside` (the plan's `why`); a use of a model is `used` on a `server` and
+    `offline` in a folder; an output is the model artifact `logged_by` its run, when the run is
+    the one that logged the model, else `other_run`."""
+    links = plan.model_links(kind)
+    if kind == "model_input":
+        travels = pl.lit("used" if server else "offline")
+    else:
+        logger = plan.read.raw["logged_models"].select("model_id", logger="source_run_id")
+        links = links.join(logger, on="model_id", how="left", maintain_order="left")
+        travels = pl.when(pl.col("logger") == pl.col("run_uuid")).then(pl.lit("logged_by")).otherwise(
+            pl.lit("other_run"))
+    return links.with_columns(case=pl.when(pl.col("why").is_not_null()).then(pl.lit("outside")).otherwise(travels))
+
+
+def model_metric_cases(plan: Plan) -> pl.DataFrame:
+    """The metrics logged against the source's live logged models, with their `case` in
+    WANDB_FIELDS["model_metric"]: those that travel with their model and run (`Plan.model_metrics`)
+    are `history` points, the rest `outside`, with `why` (as the MLflow target's report says)."""
+    raw = plan.read.raw
+    live = raw["logged_models"].filter(pl.col("lifecycle_stage").fill_null("active") != "deleted")["model_id"]
+    models = plan.logged_models()["model_id"].implode()
+    why = (pl.when(~pl.col("model_id").is_in(models)).then(pl.lit(METRIC_MODEL_NOT_MIGRATED))
+           .when(~pl.col("run_id").is_in(plan.run_ids)).then(pl.lit(METRIC_RUN_NOT_MIGRATED)))
+    return raw["logged_model_metrics"].filter(pl.col("model_id").is_in(live.implode())).with_columns(why=why) \
+        .with_columns(case=pl.when(pl.col("why").is_null()).then(pl.lit("history")).otherwise(pl.lit("outside")))
+
+
 # -- the expected report ------------------------------------------------------------------------
 
 def _count(kinds: dict[str, KindReport], kind: str, case: str, n: int, *, why: str | None = None) -> None:
@@ -224,8 +254,9 @@ def expected_wandb_report(plan: Plan, tool: str, *, dry_run: bool, project: str 
 def _mlflow_only(plan: Plan, kinds: dict[str, KindReport], *, server: bool) -> None:
     """What an MLflow store holds beyond runs: the files of the runs and of their logged models
     (those braid lists on a local root; a remote root's are counted as they are copied,
-    `report_copies`), the logged models, and the registry, by the case `version_fates` gives each
-    version: linked on a `server`, in a folder only its model artifact."""
+    `report_copies`), the logged models, the registry, by the case `version_fates` gives each
+    version (linked on a `server`, in a folder only its model artifact), and the runs' links to
+    logged models and the metrics logged against them (`model_link_cases`, `model_metric_cases`)."""
     raw = plan.read.raw
     planned = plan.logged_models()["model_id"]
     models = raw["logged_models"].filter(pl.col("lifecycle_stage").fill_null("active") != "deleted")
@@ -256,6 +287,15 @@ def _mlflow_only(plan: Plan, kinds: dict[str, KindReport], *, server: bool) -> N
         _count(kinds, kind, case, int(n))
     for case, n in versions["case"].value_counts().iter_rows():
         _count(kinds, "model_version", case, n)
+    for kind in ("model_output", "model_input"):
+        _count_cases(kinds, kind, model_link_cases(plan, kind, server=server))
+    _count_cases(kinds, "model_metric", model_metric_cases(plan))
+
+
+def _count_cases(kinds: dict[str, KindReport], kind: str, cases: pl.DataFrame) -> None:
+    """Count the rows of a frame with `case` and `why` (null: the case's own text) under `kind`."""
+    for case, why, n in cases.group_by("case", "why", maintain_order=True).len().iter_rows():
+        _count(kinds, kind, case, n, why=why)
 
 
 def _source_only(plan: Plan, tool: str, kinds: dict[str, KindReport], *, produced: int) -> None:

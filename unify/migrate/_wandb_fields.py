@@ -99,6 +99,20 @@ OFFLINE_USE = (f"a file a run read that another migrated run wrote: an offline W
                f"(use_artifact raises TypeError); the producer's {ARTIFACT_TYPE!r} artifact is in the folder, and the "
                f"use needs a W&B server target")
 NO_LINKED_VERSION = "none of its versions is linked (see model_version)"
+# a run's links to logged models (MLflow's inputs table) and the metrics logged against them
+MODEL_OUTPUT = (f"the run produced the logged model: the model's {MODEL_TYPE!r} artifact is logged by the run's W&B "
+                f"run (W&B's logged_by, braid's `output` edge), in a folder as on a server; the step MLflow records "
+                f"with the output is not carried (W&B logs an artifact at no step)")
+OTHER_OUTPUT = ("the run is recorded as producing a model another run logged (MLflow's log_outputs): a W&B artifact "
+                "is logged by one run, the model's own (its source_run_id)")
+MODEL_USED = (f"the run uses the model's {MODEL_TYPE!r} artifact (run.use_artifact through the public API once both "
+              f"runs are on the server), so W&B's lineage shows the model as the run's input (an `input` edge)")
+OFFLINE_MODEL_USE = (f"an offline W&B run cannot use an artifact (use_artifact raises TypeError): the model's "
+                     f"{MODEL_TYPE!r} artifact is in the folder, and the use needs a W&B server target")
+MODEL_METRIC_HISTORY = ("a W&B history row names no model: the metric's link to the model (and its dataset name and "
+                        "digest) is lost; its value travels as its run's history point, where the run holds one "
+                        "(counted under metric_point)")
+LINK_OUTSIDE = "its run or its model is not part of this migration"
 
 # entity kind -> field (or case) -> (how, why): what happens on the way into a W&B run folder.
 # `history` names each metric point's case and `tag_fates` each tag's; the report counts them here.
@@ -180,6 +194,16 @@ WANDB_FIELDS: dict[str, dict[str, tuple[How, str]]] = {
                       "tags": ("not_carried", "a model version's tags: a W&B registry link holds only aliases"),
                       "description": ("not_carried", "a model version's description: a W&B registry link holds "
                                                      "only aliases")},
+    # a run's links to logged models (`_wandb_fates.model_link_cases`); a link whose run or model
+    # stays behind is `outside`, with the plan's reason (`Plan.model_links`)
+    "model_output": {"logged_by": ("transformed", MODEL_OUTPUT),
+                     "other_run": ("not_carried", OTHER_OUTPUT),
+                     "outside": ("not_carried", LINK_OUTSIDE)},
+    "model_input": {"used": ("carried", MODEL_USED),
+                    "offline": ("not_carried", OFFLINE_MODEL_USE),
+                    "outside": ("not_carried", LINK_OUTSIDE)},
+    "model_metric": {"history": ("not_carried", MODEL_METRIC_HISTORY),
+                     "outside": ("not_carried", LINK_OUTSIDE)},
     "alias": {"link": ("carried", "an alias of the link"),
               "stage": ("transformed", "an MLflow stage is an alias of the link (W&B has no stages)"),
               "offline": ("not_carried", OFFLINE_LINK),

@@ -1,8 +1,9 @@
 """What `wandb sync` of an offline run folder cannot send, made after the upload through the
-public API (`wandb.Api()`): registry links and the artifacts a run used. An offline run can do
-neither (`link_artifact` raises NotImplementedError, `use_artifact` TypeError), so each is made
-on the server once the runs involved are there whole, and recorded in the id map as it is made:
-a re-run makes nothing twice.
+public API (`wandb.Api()`): registry links and the artifacts a run used (the run-files artifact
+of the run that wrote a DVC stage's input, the model artifact of a logged model an MLflow run
+used). An offline run can do neither (`link_artifact` raises NotImplementedError,
+`use_artifact` TypeError), so each is made on the server once the runs involved are there
+whole, and recorded in the id map as it is made: a re-run makes nothing twice.
 
 What W&B does, which braid follows:
 
@@ -18,19 +19,21 @@ What W&B does, which braid follows:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
 
 from ._idmap import IdMap
 from ._plan import Plan
-from ._wandb_fates import input_producers
+from ._wandb_fates import input_producers, model_link_cases
 from ._wandb_fields import ARTIFACT_TYPE, CONFIG, MODEL_TYPE, REGISTRY, artifact_name, wandb_name, wandb_run_id
 from ._wandb_models import LINKED_CASES, link_groups, version_fates
 from ._wandb_upload import ApiTarget, Server, public_api
 
-# the id map's record, in a consumer run's entry, of the producers whose artifact it used
-USED = "used"
+# the id map's records, in a consumer run's entry, of the producers whose artifact it used and of
+# the logged models whose model artifact it used
+USED, USED_MODELS = "used", "used_models"
 
 
 def link_versions(plan: Plan, server: Server, idmap: IdMap, *, created: Counter[str], reused: Counter[str]) -> None:
@@ -89,31 +92,68 @@ def use_inputs(plan: Plan, tool: str, server: Server, idmap: IdMap, *, created: 
     logged no run-files artifact (none of its files could be copied) is skipped: the read-back
     check reports the use as missing."""
     uses = input_producers(plan, tool).select("consumer", "producer").unique(maintain_order=True)
-    todo = [(c, p) for c, p in uses.iter_rows() if p not in (idmap.get("runs", c) or {}).get(USED, {})]
-    if uses.height > len(todo):
-        reused["artifact uses"] += uses.height - len(todo)
+    t, logged = server.target, {}
+
+    def find(api: Any, producer: str) -> Any | None:
+        if producer not in logged:
+            logged[producer] = run_files_artifact(api, t, wandb_run_id(plan.source, producer))
+        return logged[producer]
+
+    _use_artifacts(plan, server, idmap, uses.rows(), record=USED, find=find, what="artifact uses",
+                   describe=lambda p: f"the artifact of run {wandb_run_id(plan.source, p)}",
+                   created=created, reused=reused)
+
+
+def use_models(plan: Plan, server: Server, idmap: IdMap, *, created: Counter[str], reused: Counter[str]) -> None:
+    """Make each planned run use the model artifact of every logged model it used in the source
+    (MLflow's model inputs that travel, `model_link_cases`), found by its source model id among
+    the artifacts of the run that logged it (`model_artifacts`), once per (consumer, model): the id
+    map records each use in the consumer's run entry (`used_models`: model id -> the artifact
+    version) as it is made. A model whose artifact is not on the server is skipped: the read-back
+    check reports the use as missing."""
+    uses = model_link_cases(plan, "model_input", server=True).filter(pl.col("case") == "used") \
+        .select("run_uuid", "model_id").unique(maintain_order=True)
+    logger = dict(plan.logged_models().select("model_id", "source_run_id").iter_rows())
+    t, found = server.target, {}
+
+    def find(api: Any, model: str) -> Any | None:
+        if model not in found:
+            found.update(model_artifacts(api, t, plan.source, wandb_run_id(plan.source, logger[model])))
+        return found.get(model)
+
+    _use_artifacts(plan, server, idmap, uses.rows(), record=USED_MODELS, find=find, what="model uses",
+                   describe=lambda m: f"the model artifact of logged model {m}", created=created, reused=reused)
+
+
+def _use_artifacts(plan: Plan, server: Server, idmap: IdMap, uses: list[tuple[str, str]], *, record: str,
+                   find: Callable[[Any, str], Any | None], what: str, describe: Callable[[str], str],
+                   created: Counter[str], reused: Counter[str]) -> None:
+    """Make each (consumer run, source key) of `uses` a used artifact of the consumer's W&B run:
+    the artifact `find` gives for the key (None: skipped), recorded in the consumer's run entry
+    of the id map (`record`: key -> the artifact version) as it is made, so a re-run makes none
+    twice; `what` names them in the created and reused tallies."""
+    todo = [(c, k) for c, k in uses if k not in (idmap.get("runs", c) or {}).get(record, {})]
+    if len(uses) > len(todo):
+        reused[what] += len(uses) - len(todo)
     if not todo:
         return
-    t, logged = server.target, {}
+    t = server.target
     with public_api(t) as api:
-        for consumer, producer in todo:
-            wid, producer_wid = wandb_run_id(plan.source, consumer), wandb_run_id(plan.source, producer)
+        for consumer, key in todo:
+            wid = wandb_run_id(plan.source, consumer)
             try:
-                if producer not in logged:
-                    logged[producer] = run_files_artifact(api, t, producer_wid)
-                artifact = logged[producer]
+                artifact = find(api, key)
                 if artifact is None:
                     continue
                 api.run(f"{t.entity}/{t.project}/{wid}").use_artifact(artifact)
             except Exception as exc:  # the client's errors have no common base: one line, whatever it raised
                 raise server.error(
-                    f"{t.url}: run {t.entity}/{t.project}/{wid} using the artifact of run {producer_wid} failed: "
-                    f"{_first_line(exc)}",
+                    f"{t.url}: run {t.entity}/{t.project}/{wid} using {describe(key)} failed: {_first_line(exc)}",
                     hint="the runs are on the server; run the same migration again to record the rest") from None
             entry = idmap.get("runs", consumer)
-            idmap.set("runs", consumer, {**entry, USED: {**entry.get(USED, {}), producer: artifact.qualified_name}})
+            idmap.set("runs", consumer, {**entry, record: {**entry.get(record, {}), key: artifact.qualified_name}})
             idmap.save()
-            created["artifact uses"] += 1
+            created[what] += 1
 
 
 def run_files_artifact(api: Any, target: ApiTarget, wid: str) -> Any | None:

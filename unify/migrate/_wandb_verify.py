@@ -1,7 +1,8 @@
 """The W&B target read back by braid's W&B reader (the folder, or the server through
 `wandb.Api()`) and compared with the source through the declaration (`WANDB_FIELDS`): runs,
 params, history, tags, parent links, dataset inputs, files, model artifacts (logged models and
-MLflow 2 models), and on a server registry links and the artifacts runs used.
+MLflow 2 models) and the runs that produced them, and on a server registry links and the
+artifacts runs used (run-files artifacts, and the model artifacts of the logged models they used).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from ._cache_files import _path, output_files
 from ._idmap import IdMap
 from ._plan import Plan
 from ._report import EXAMPLES, _compare
-from ._wandb_fates import families, history, input_producers, job_types, reserved_param, source_tags, tag_fates
+from ._wandb_fates import (families, history, input_producers, job_types, model_link_cases, reserved_param,
+                            source_tags, tag_fates)
 from ._wandb_fields import (ARTIFACT_PREFIX, ARTIFACT_TYPE, CONFIG, LATEST, MODEL_TYPE, NOTE, WANDB_STATUS, WRITTEN,
                             project_name, wandb_name, wandb_run_id)
 from ._wandb_models import (LINKED_CASES, RUNS_SCHEME, link_groups, model_metadata, run_model_files, run_models,
@@ -129,8 +131,12 @@ def verify_wandb(plan: Plan, tool: str, target: dict[str, pl.DataFrame], idmap: 
         of_run = pl.col("owner").str.starts_with(f"{src}:{RUNS_SCHEME}")
         out["logged_model"] = _compare(planned_models(plan), models.filter(~of_run))
         out["run_model"] = _compare(planned_run_models(plan), models.filter(of_run))
+        outputs = planned_outputs(plan)
+        out["model_output"] = _compare(outputs, models.filter(~of_run).select("run", "owner").join(
+            outputs.select("owner").unique(), on="owner", how="semi").sort(pl.all()))
         if project is not None:
             out["model_version"] = _compare(planned_links(plan), registry_links(target, logged))
+            out["model_input"] = _compare(planned_model_uses(plan), used_models(target, to_source, logged))
     if project is not None:  # an offline folder cannot record what its runs used
         out["artifact_use"] = _compare(planned_uses(plan, tool), used_artifacts(target, to_source, logged))
     return out
@@ -184,6 +190,36 @@ def planned_uses(plan: Plan, tool: str) -> pl.DataFrame:
     prefix = pl.lit(f"{plan.source}:run/")
     return input_producers(plan, tool).select(consumer=prefix + pl.col("consumer"),
                                               producer=prefix + pl.col("producer")).unique().sort(pl.all())
+
+
+def planned_outputs(plan: Plan) -> pl.DataFrame:
+    """(run node, model node) of the model outputs a W&B target carries: each model artifact
+    logged by the run that produced it (`model_link_cases`, case `logged_by`)."""
+    src = plan.source
+    return model_link_cases(plan, "model_output", server=False).filter(pl.col("case") == "logged_by").select(
+        run=pl.lit(f"{src}:run/") + pl.col("run_uuid"), owner=model_node(src, pl.col("model_id"))).sort(pl.all())
+
+
+def planned_model_uses(plan: Plan) -> pl.DataFrame:
+    """(consumer run node, model node) of the model inputs a server target records as used
+    artifacts (`model_link_cases`, case `used`)."""
+    src = plan.source
+    return model_link_cases(plan, "model_input", server=True).filter(pl.col("case") == "used").select(
+        consumer=pl.lit(f"{src}:run/") + pl.col("run_uuid"), model=model_node(src, pl.col("model_id"))) \
+        .unique().sort(pl.all())
+
+
+def used_models(target: dict[str, pl.DataFrame], to_source: dict[str, str], logged: pl.DataFrame) -> pl.DataFrame:
+    """(consumer run node, model node) of the model artifacts the migrated runs used, read back
+    (their `input` edges from a node of artifact type `model`), the model named by the migrated
+    model artifact it is (`logged_artifacts`), else by its own id, so a stray use reads as unexpected."""
+    edges = target.get("edges", pl.DataFrame(schema={"src": pl.String, "dst": pl.String, "kind": pl.String}))
+    models = target["nodes"].filter(pl.col("attrs").str.json_path_match("$.type") == MODEL_TYPE).select(artifact="id")
+    used = edges.filter((pl.col("kind") == "input") & pl.col("dst").is_in(list(to_source))).select(
+        consumer=pl.col("dst").replace_strict(to_source), artifact="src").join(models, on="artifact", how="semi")
+    owners = logged.filter(pl.col("type") == MODEL_TYPE).select("artifact", "owner")
+    return used.join(owners, on="artifact", how="left").select(
+        "consumer", model=pl.coalesce("owner", "artifact")).unique().sort(pl.all())
 
 
 def used_artifacts(target: dict[str, pl.DataFrame], to_source: dict[str, str], logged: pl.DataFrame) -> pl.DataFrame:

@@ -70,7 +70,7 @@ from ._wandb_fates import families, history, job_types, reserved_param, tag_fate
 from ._wandb_fields import (ARTIFACT_TYPE, CONFIG, EXACT_STATUS, EXIT_CODES, MAX_PROJECT_LENGTH, MODEL_TYPE,
                             PROJECT_FORBIDDEN, WANDB_STATUS, WRITTEN, artifact_name, project_name, wandb_name,
                             wandb_run_id)
-from ._wandb_lineage import link_versions, use_inputs
+from ._wandb_lineage import link_versions, use_inputs, use_models
 from ._wandb_models import model_metadata, run_model_files, run_models
 from ._wandb_sdk import Logged, finished_log, offline_sdk, staged, write_folder
 from ._wandb_upload import (BATCH, ApiTarget, Expected, Held, Pending, Server, check_key, failure, last_values,
@@ -247,6 +247,8 @@ class WandbWriter:
         if self.server is not None:
             link_versions(self.plan, self.server, idmap, created=self.created, reused=self.reused)
             use_inputs(self.plan, self.tool, self.server, idmap, created=self.created, reused=self.reused)
+            if self.tool == "mlflow":
+                use_models(self.plan, self.server, idmap, created=self.created, reused=self.reused)
 
     def _folder(self, wandb: Any, run: PreparedRun, run_uuid: str, wid: str, idmap: IdMap) -> Path:
         """The run's finished folder in the target folder: the one a killed migration left there
