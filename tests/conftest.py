@@ -41,23 +41,31 @@ MYSQL_ADMIN = dict(host="127.0.0.1", port=3306, user="root", password="", databa
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
-    """Under `--dist loadgroup`, the tests of a module without an xdist_group of their own are
-    grouped by their file, so a module's fixtures (servers, stores, workspaces) are built on one
-    worker only, not on each worker that runs one of its tests.
+    """Under `--dist loadgroup`, the tests of a module that use one of its module-scoped fixtures
+    (servers, stores, workspaces) and have no xdist_group of their own are grouped by their file,
+    so those fixtures are built on one worker only; the module's other tests go wherever a worker
+    is free.
 
     Each test of a group must then carry it in its node id (pytest-xdist appends `@group`): a
     pytest that ignores the rename splits every group and silently doubles the suite's time, so
     it is refused here."""
     for item in items:
-        if item.get_closest_marker("xdist_group") is None:
+        if item.get_closest_marker("xdist_group") is None and _uses_a_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
     yield
     if getattr(config.option, "loadgroup", False):
-        split = [item.nodeid for item in items if "@" not in item.nodeid]
+        split = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
         if split:
             raise pytest.UsageError(f"--dist loadgroup did not group {split[0]} (and {len(split) - 1} more): this "
                                     f"pytest and pytest-xdist disagree on node ids; install the pytest pyproject.toml "
                                     f"pins")
+
+
+def _uses_a_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)  # pytest's own record of the test's fixture closure
+    if info is None:  # a doctest
+        return False
+    return any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values())
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
