@@ -479,21 +479,18 @@ def _registry_tables(registered: list[Json], versions: list[Json]) -> dict[str, 
 
 
 def _model_input_candidates(raw: RawStore) -> list[str]:
-    """Runs whose model inputs to read: those that ended (or have not) after the first live
-    LoggedModel was made.
+    """Runs whose model inputs to read: every run, once the server holds a LoggedModel.
 
-    Only runs/get returns a run's model inputs (MLflow 3.17's run search leaves them out, ~33 ms a
-    run on a local server), and log_inputs, evaluate or a metric can name any experiment's model
-    from any run; but a run can only use a model that exists, so a store's runs from before its
-    first LoggedModel (its MLflow 2 years) are not asked. Missed over REST: inputs logged later
-    into a run that had already ended before any model existed, and inputs naming only deleted
-    models (this reader misses the deleted LoggedModels themselves too).
+    Only runs/get returns a run's model inputs (MLflow 3.17's run search leaves them out; ~33 ms a
+    run on a local server), and nothing else narrows the runs: log_inputs, evaluate or a metric
+    can name any experiment's model from any run, and a run's times say nothing either (a store
+    migrated or imported holds old runs and models made today). A server without live
+    LoggedModels is not asked; inputs naming only deleted ones are then missed, as that server's
+    deleted LoggedModels are.
     """
-    first = raw["logged_models"]["creation_time"].min()
-    if first is None:
+    if raw["logged_models"].height == 0:
         return []
-    ended = pl.col("end_time")
-    return sorted(raw["runs"].filter(ended.is_null() | (ended >= first))["run_uuid"].to_list())
+    return sorted(raw["runs"]["run_uuid"].to_list())
 
 
 # -- plumbing -------------------------------------------------------------------------------
