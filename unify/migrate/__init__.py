@@ -40,7 +40,7 @@ from ._artifacts import copy_artifacts, mlflow_files, report_copies, verify_arti
 from ._cache_files import tool_files, verify_tool_artifacts
 from ._idmap import IdMap
 from ._models import carry_models, verify_model_links, verify_model_metrics, verify_models
-from ._plan import FIELDS, MODEL_LINKS, Plan, SourceRead, make_plan, read_mlflow
+from ._plan import FIELDS, MODEL_LINKS, MODEL_NOT_CARRIED, RUN_DELETED, Plan, SourceRead, make_plan, read_mlflow
 from ._report import KindReport, Report, expected_report, verify
 from ._sources import SOURCE_FIELDS, STATUS, expected_source_report, read_tool, verify_source
 from ._wandb_fields import WANDB_FIELDS
@@ -130,7 +130,8 @@ def migrate(
     long_values = _long_values(plan, idmap, target_read, long_value_path)
     report.verification = (verify(plan, target_read, long_values) if from_mlflow
                            else verify_source(plan, source.tool, target_read, long_values))
-    report_copies(report, plan, idmap)
+    # files of deleted runs and of models left behind were counted by the plan; the copy knows the rest
+    report_copies(report, plan, idmap, keep=(RUN_DELETED, MODEL_NOT_CARRIED))
     for what, n in (("artifact files", files_copied), ("logged_models", models_created)):
         if n:
             report.created[what] += n
@@ -239,5 +240,5 @@ def _migrate_to_wandb(source: SourceSpec, target: SourceSpec, plan: Plan, *, cat
             hint="finished run folders are kept; run the same migration again to continue") from None
     report.created, report.reused = writer.created, writer.reused
     report.verification = verify_wandb(plan, source.tool, writer.read_back(), idmap, project=project)
-    report_copies(report, plan, idmap)
+    report_copies(report, plan, idmap, keep=(RUN_DELETED, MODEL_NOT_CARRIED))  # the plan's, as for MLflow
     return report

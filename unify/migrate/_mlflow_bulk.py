@@ -6,7 +6,7 @@ latest_metrics update per key, set_terminated), each its own transaction: copyin
 inserts into MLflow's own tables (`mlflow.store.tracking.dbmodels.models`, after MLflow created
 or upgraded the schema), and the rows are exactly those the client would have left: the same
 columns, the same NaN and ±inf encoding, the same `latest_metrics` choice, the same tags
-(`mlflow.runName`, `mlflow.user`) and the same dataset rows. `tests/unify/test_migrate.py`
+(`mlflow.runName`, `mlflow.user`) and the same dataset rows. `tests/unify/test_migrate_bulk.py`
 migrates one source both ways and compares every table row by row.
 
 A batch commits together with its id map entries (saved right after the commit): a killed

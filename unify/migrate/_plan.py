@@ -34,36 +34,68 @@ TRUNCATED_TAG = "braid.truncated"
 
 How = Literal["carried", "transformed", "not_carried"]
 
-# entity kind -> field -> (how, why); the report counts entities, the mapping says what happens
+# entity kind -> field -> (how, why); the report counts entities, the mapping says what happens.
+# A field declared not carried is counted, per value, under `<kind>_detail` (`RAW_COLUMNS` names
+# the column each field is read from).
+TARGET_STAMPS = "the target stamps its own when braid creates it"
 FIELDS: dict[str, dict[str, tuple[How, str]]] = {
     "experiment": {
         "name": ("carried", ""),
         "tags": ("carried", ""),
         "id": ("transformed", "the target assigns its own id; the source id travels as tag braid.source_id"),
+        "lifecycle_stage": ("carried", "an experiment travels with its live runs"),
         "artifact_location": ("not_carried", "the target chooses its own artifact root"),
         "creation_time": ("not_carried", "MLflow sets it when the experiment is created"),
+        "last_update_time": ("not_carried", "MLflow sets it when the experiment changes"),
     },
     "run": {
         "name": ("carried", ""), "status": ("carried", ""), "start_time": ("carried", ""),
         "end_time": ("carried", ""), "user": ("carried", "through the mlflow.user tag"),
         "git_commit": ("carried", "through the mlflow.source.git.* tags"),
         "id": ("transformed", "the target assigns its own run id; the source id travels as tag braid.source_id"),
-        "lifecycle_stage": ("not_carried", "deleted runs are not migrated"),
+        "experiment": ("transformed", "into the target experiment its experiment became"),
+        "lifecycle_stage": ("carried", "live runs travel; deleted runs are not migrated (reported per run)"),
+        "artifact_uri": ("transformed", "the target gives the run its own artifact location; the files are copied "
+                                        "(artifact)"),
     },
     "param": {"value": ("carried", "")},
     "metric_point": {"value": ("carried", "NaN and ±inf included, with the original step and timestamp")},
     "tag": {"value": ("carried", "")},
     "parent_link": {"parent": ("transformed", "mlflow.parentRunId names the parent's id in the target")},
     "dataset_input": {"dataset": ("carried", "name, digest, source, schema, profile and input tags")},
-    "registered_model": {"name": ("carried", ""), "tags": ("carried", ""), "description": ("carried", "")},
-    "model_version": {"version": ("carried", "versions are created in order, so numbers match in a fresh target")},
+    "registered_model": {"name": ("carried", ""), "tags": ("carried", ""), "description": ("carried", ""),
+                         "creation_time": ("not_carried", TARGET_STAMPS),
+                         "last_updated_time": ("not_carried", TARGET_STAMPS)},
+    "model_version": {
+        "version": ("carried", "versions are created in order, so numbers match in a fresh target"),
+        "tags": ("carried", ""), "description": ("carried", ""), "run_link": ("carried", ""),
+        "stage": ("carried", "transitioned to the same stage"),
+        "run": ("transformed", "names the target's run when its run travels, else none"),
+        "source": ("transformed", "a version of a logged model that travelled names the target's model; another "
+                                  "is created from its storage location, else its source"),
+        "storage_location": ("transformed", "where the target keeps the version's files"),
+        "creation_time": ("not_carried", TARGET_STAMPS),
+        "last_updated_time": ("not_carried", TARGET_STAMPS),
+        "user_id": ("not_carried", "MLflow's API creates a version without a user"),
+        "status": ("not_carried", "the target sets its own (READY once created)"),
+        "status_message": ("not_carried", "the target sets its own"),
+    },
     "alias": {"alias": ("carried", "")},
     "artifact": {"bytes": ("carried", "each run's files are copied into the target run, every destination path "
                                       "checked to stay inside the run's artifact folder")},
     "logged_model": {
-        "model": ("carried", "created in the target with name, params, tags, status and files, under the run it "
-                             "came from; registry versions name it (models:/<target model id>)"),
+        "model": ("carried", "created in the target with name, params, tags, model type, status and files, under "
+                             "the run it came from; registry versions name it (models:/<target model id>)"),
         "id": ("transformed", "the target assigns its own model id; the source id travels as tag braid.source_id"),
+        "experiment": ("transformed", "into the target experiment its experiment became"),
+        "run": ("transformed", "names the target's run"),
+        "lifecycle_stage": ("carried", "live models travel with their runs; deleted ones are not migrated "
+                                       "(reported per model)"),
+        "artifact_location": ("transformed", "the target gives the model its own artifact location; the files are "
+                                             "copied (artifact)"),
+        "creation_time": ("not_carried", TARGET_STAMPS),
+        "last_updated_time": ("not_carried", TARGET_STAMPS),
+        "status_message": ("not_carried", "MLflow's API finalizes a model with a status only"),
     },
     "model_metric": {"model": ("carried", "linked to the target's model and run, with its value, step, timestamp "
                                           "and dataset name and digest (MLflow's logged_model_metrics); the point "
@@ -73,17 +105,81 @@ FIELDS: dict[str, dict[str, tuple[How, str]]] = {
     "model_output": {"model": ("carried", "the run produced the logged model (MLflow's inputs table, RUN_OUTPUT -> "
                                           "MODEL_OUTPUT): linked to the target's run and model, with its step")},
 }
+# Where the report accounts for each table braid's MLflow connector reads (connectors/mlflow/_raw.py
+# RAW_SCHEMAS), so that nothing a source holds is dropped without a line: `RAW_KINDS` names the
+# report kinds whose counts (carried + transformed + not carried) hold every row of the table,
+# each row once; the rows of a `RAW_PART_OF` table belong to a row of another table (by the key
+# columns named) and travel, or stay, with it; a `RAW_DERIVED` table is made by the target itself.
+RAW_KINDS: dict[str, tuple[str, ...]] = {
+    "experiments": ("experiment",), "runs": ("run",), "params": ("param",), "metrics": ("metric_point",),
+    "tags": ("tag", "parent_link"), "dataset_inputs": ("dataset_input",), "model_inputs": ("model_input",),
+    "model_outputs": ("model_output",), "logged_models": ("logged_model",),
+    "logged_model_metrics": ("model_metric",), "registered_models": ("registered_model",),
+    "model_versions": ("model_version",), "aliases": ("alias",), "artifacts": ("artifact",),
+}
+RAW_PART_OF: dict[str, tuple[str, tuple[str, ...]]] = {
+    "experiment_tags": ("experiments", ("experiment_id",)),
+    "logged_model_params": ("logged_models", ("model_id",)),
+    "logged_model_tags": ("logged_models", ("model_id",)),
+    "registered_model_tags": ("registered_models", ("name",)),
+    "model_version_tags": ("model_versions", ("name", "version")),
+}
+RAW_DERIVED: dict[str, str] = {
+    "latest_metrics": "MLflow keeps each run's newest point per key as the history is logged",
+}
+# each raw column -> the field of its table's kind (FIELDS) that says what happens to it; None for
+# a column that names the row or its owner (the row travels, or not, as a whole)
+RAW_COLUMNS: dict[str, dict[str, str | None]] = {
+    "experiments": {"experiment_id": "id", "name": "name", "artifact_location": "artifact_location",
+                    "lifecycle_stage": "lifecycle_stage", "creation_time": "creation_time",
+                    "last_update_time": "last_update_time"},
+    "experiment_tags": {"experiment_id": None, "key": None, "value": "tags"},
+    "runs": {"run_uuid": "id", "name": "name", "experiment_id": "experiment", "user_id": "user", "status": "status",
+             "start_time": "start_time", "end_time": "end_time", "lifecycle_stage": "lifecycle_stage",
+             "artifact_uri": "artifact_uri"},
+    "params": {"run_uuid": None, "key": None, "value": "value"},
+    "tags": {"run_uuid": None, "key": None, "value": "value"},
+    "metrics": {"run_uuid": None, "key": None, "value": "value", "timestamp": "value", "step": "value"},
+    "dataset_inputs": {"run_uuid": None, "name": "dataset", "digest": "dataset", "source_type": "dataset",
+                       "source": "dataset", "schema": "dataset", "profile": "dataset", "tags": "dataset"},
+    "model_inputs": {"run_uuid": None, "model_id": None},
+    "model_outputs": {"run_uuid": None, "model_id": None, "step": "model"},
+    "logged_models": {"model_id": "id", "experiment_id": "experiment", "name": "model",
+                      "artifact_location": "artifact_location", "creation_time": "creation_time",
+                      "last_updated_time": "last_updated_time", "status": "model",
+                      "lifecycle_stage": "lifecycle_stage", "model_type": "model", "source_run_id": "run",
+                      "status_message": "status_message"},
+    "logged_model_params": {"model_id": None, "key": None, "value": "model"},
+    "logged_model_tags": {"model_id": None, "key": None, "value": "model"},
+    "logged_model_metrics": {"model_id": None, "key": None, "timestamp": None, "step": None, "run_id": None,
+                             "value": "model", "dataset_name": "model", "dataset_digest": "model"},
+    "registered_models": {"name": "name", "creation_time": "creation_time", "last_updated_time": "last_updated_time",
+                          "description": "description"},
+    "registered_model_tags": {"name": None, "key": None, "value": "tags"},
+    "model_versions": {"name": None, "version": "version", "creation_time": "creation_time",
+                       "last_updated_time": "last_updated_time", "description": "description",
+                       "user_id": "user_id", "current_stage": "stage", "source": "source", "run_id": "run",
+                       "status": "status", "status_message": "status_message", "run_link": "run_link",
+                       "storage_location": "storage_location"},
+    "model_version_tags": {"name": None, "version": None, "key": None, "value": "tags"},
+    "aliases": {"name": None, "alias": "alias", "version": "alias"},
+    "artifacts": {"owner": None, "owner_kind": None, "path": "bytes", "size": "bytes", "md5": "bytes"},
+}
 # a run's links to logged models, rows of MLflow's inputs table: report kind -> (the raw table
 # braid's connector reads them into, source_type, destination_type)
 MODEL_LINKS = {"model_input": ("model_inputs", "RUN_INPUT", "MODEL_INPUT"),
                "model_output": ("model_outputs", "RUN_OUTPUT", "MODEL_OUTPUT")}
 # why a whole entity is left out
 DELETED = "deleted in the source"
+RUN_DELETED = "its run is deleted in the source"
+EXPERIMENT_EMPTY = "it holds no live run: experiments travel with their runs"
+MODEL_NOT_CARRIED = "its logged model is not carried (see logged_model)"
 PARENT_NOT_MIGRATED = "the parent run is not part of this migration"
 MODEL_RUN_NOT_MIGRATED = "the run that logged the model is not part of this migration"
 MODEL_NO_RUN = ("the model was not logged by a run (e.g. made by set_active_model), and logged models travel with "
                 "the runs that logged them")
 METRIC_MODEL_NOT_MIGRATED = "the model it was logged against is not part of this migration"
+METRIC_MODEL_DELETED = f"the model it was logged against is {DELETED}"
 METRIC_RUN_NOT_MIGRATED = "the run that logged it against the model is not part of this migration"
 METRIC_NO_RUN_POINT = ("its run holds no such metric point in the source, and MLflow's API links a point to a "
                        "model only while logging it to the run (a database target gets the link alone)")
@@ -94,6 +190,15 @@ PARAM_TOO_LONG = (f"longer than MLflow's {MAX_PARAM_LENGTH:,}-character param li
                   f"{MAX_PARAM_LENGTH:,} characters, the full value is the artifact {LONG_VALUE_DIR}/params/<key>.txt")
 TAG_TOO_LONG = (f"longer than MLflow's {MAX_TAG_LENGTH:,}-character tag limit: the tag holds the first "
                 f"{MAX_TAG_LENGTH:,} characters, the full value is the artifact {LONG_VALUE_DIR}/tags/<key>.txt")
+
+
+def table_kind(table: str) -> str:
+    """The report kind a raw table's rows (or, for a `RAW_PART_OF` table, its owners' rows) count in.
+
+    >>> table_kind("logged_model_tags")
+    'logged_model'
+    """
+    return RAW_KINDS[table][0] if table in RAW_KINDS else table_kind(RAW_PART_OF[table][0])
 
 
 @dataclass

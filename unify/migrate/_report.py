@@ -14,12 +14,13 @@ import polars as pl
 
 from braid.connectors.mlflow._normalise import PARENT, USER
 
-from ._plan import (FIELDS, MAX_PARAM_LENGTH, MAX_TAG_LENGTH, METRIC_MODEL_NOT_MIGRATED, METRIC_RUN_NOT_MIGRATED,
-                    MODEL_LINKS, MODEL_NO_RUN, MODEL_RUN_NOT_MIGRATED, PARAM_TOO_LONG, PARENT_NOT_MIGRATED,
-                    SOURCE_ID_TAG, TAG_TOO_LONG, Plan, SourceRead)
+from ._plan import (DELETED, EXPERIMENT_EMPTY, FIELDS, MAX_PARAM_LENGTH, MAX_TAG_LENGTH, METRIC_MODEL_DELETED,
+                    METRIC_MODEL_NOT_MIGRATED, METRIC_RUN_NOT_MIGRATED, MODEL_LINKS, MODEL_NO_RUN, MODEL_NOT_CARRIED,
+                    MODEL_RUN_NOT_MIGRATED, PARAM_TOO_LONG, PARENT_NOT_MIGRATED, RAW_COLUMNS, RUN_DELETED,
+                    SOURCE_ID_TAG, TAG_TOO_LONG, Plan, SourceRead, table_kind)
 
 NEW_ID = FIELDS["run"]["id"][1]
-USER_ADDED = "added: MLflow sets mlflow.user on every new run; for runs without it, the run's user ('unknown')"
+USER_ADDED = "MLflow sets the mlflow.user tag on every new run: a run without it gets the run's user ('unknown')"
 EXAMPLES = 5
 
 
@@ -91,64 +92,163 @@ class Report:
 
 
 def expected_report(plan: Plan, *, dry_run: bool) -> Report:
-    """The report the plan leads to, before anything is written."""
-    raw = plan.read.raw
+    """The report the plan leads to, before anything is written: every row of the source's tables
+    under one kind (`RAW_KINDS`), what is left behind with its reason."""
     kinds = {kind: KindReport() for kind in FIELDS}
+    for count in (_experiments, _runs, _run_rows, _models, _model_rows, _registry, _artifacts, _details):
+        count(plan, kinds)
+    return Report(plan.source, plan.target, dry_run, kinds)
+
+
+def _add(kinds: dict[str, KindReport], kind: str, why: str, n: int, *, how: str = "not_carried") -> None:
+    """Count `n` rows of `kind` as not carried (or transformed) for `why`; zero adds no line."""
+    if n:
+        getattr(kinds.setdefault(kind, KindReport()), how)[why] += n
+
+
+LIVE = pl.col("lifecycle_stage").fill_null("active") != "deleted"
+
+
+def _deleted_runs(plan: Plan) -> list[str]:
+    return [r for r, why in plan.skipped_runs.items() if why == DELETED]
+
+
+def _experiments(plan: Plan, kinds: dict[str, KindReport]) -> None:
+    """The planned experiments get a new id; the others hold no live run, or are deleted (an
+    experiment whose runs are not selected is outside the report, like the runs)."""
+    raw = plan.read.raw
     kinds["experiment"].transformed[FIELDS["experiment"]["id"][1]] = len(plan.experiment_ids)
+    rest = raw["experiments"].filter(~pl.col("experiment_id").is_in(plan.experiment_ids))
+    with_runs = raw["runs"].filter(LIVE)["experiment_id"].implode()
+    _add(kinds, "experiment", DELETED, rest.filter(~LIVE).height)
+    _add(kinds, "experiment", EXPERIMENT_EMPTY, rest.filter(LIVE & ~pl.col("experiment_id").is_in(with_runs)).height)
+
+
+def _runs(plan: Plan, kinds: dict[str, KindReport]) -> None:
     kinds["run"].transformed[NEW_ID] = len(plan.run_ids)
     for why in plan.skipped_runs.values():
         kinds["run"].not_carried[why] += 1
+    has_user = plan.frame("tags").filter(pl.col("key") == USER)["run_uuid"].to_list()
+    # the run's user column becomes the tag MLflow sets on every new run
+    _add(kinds, "run_detail", f"user: {USER_ADDED}", len(set(plan.run_ids) - set(has_user)), how="transformed")
+
+
+def _run_rows(plan: Plan, kinds: dict[str, KindReport]) -> None:
+    """Params, metric points, tags, parent links and dataset inputs of the planned runs, and of the
+    deleted ones (not carried)."""
     params = plan.frame("params")
     long_params = int((params["value"].str.len_chars() > MAX_PARAM_LENGTH).sum())
     kinds["param"].carried = params.height - long_params
-    if long_params:
-        kinds["param"].transformed[PARAM_TOO_LONG] = long_params
+    _add(kinds, "param", PARAM_TOO_LONG, long_params, how="transformed")
     kinds["metric_point"].carried = plan.frame("metrics").height
     tags = plan.frame("tags")
     links = tags.filter(pl.col("key") == PARENT)
     tags = tags.filter(pl.col("key") != PARENT)
     long_tags = int((tags["value"].str.len_chars() > MAX_TAG_LENGTH).sum())
     kinds["tag"].carried = tags.height - long_tags
-    no_user = len(set(plan.run_ids) - set(tags.filter(pl.col("key") == USER)["run_uuid"].to_list()))
-    if no_user:
-        kinds["tag"].transformed[USER_ADDED] = no_user
-    if long_tags:
-        kinds["tag"].transformed[TAG_TOO_LONG] = long_tags
+    _add(kinds, "tag", TAG_TOO_LONG, long_tags, how="transformed")
     linked = int(links["value"].is_in(plan.run_ids).sum())
-    if linked:
-        kinds["parent_link"].transformed[FIELDS["parent_link"]["parent"][1]] = linked
-    if links.height - linked:
-        kinds["parent_link"].not_carried[PARENT_NOT_MIGRATED] = links.height - linked
+    _add(kinds, "parent_link", FIELDS["parent_link"]["parent"][1], linked, how="transformed")
+    _add(kinds, "parent_link", PARENT_NOT_MIGRATED, links.height - linked)
     kinds["dataset_input"].carried = plan.frame("dataset_inputs").height
-    kinds["registered_model"].carried = raw["registered_models"].height
-    versions = raw["model_versions"].filter(pl.col("current_stage").fill_null("") != "Deleted_Internal")
-    kinds["model_version"].carried = versions.height
-    kinds["alias"].carried = raw["aliases"].height
-    models = raw["logged_models"].filter(pl.col("lifecycle_stage").fill_null("active") != "deleted")
-    carried = models.filter(pl.col("source_run_id").is_in(plan.run_ids))
+    deleted = pl.col("run_uuid").is_in(_deleted_runs(plan))
+    raw = plan.read.raw
+    for table, kind in (("params", "param"), ("metrics", "metric_point"), ("dataset_inputs", "dataset_input")):
+        _add(kinds, kind, RUN_DELETED, raw[table].filter(deleted).height)
+    left = raw["tags"].filter(deleted)
+    _add(kinds, "parent_link", RUN_DELETED, left.filter(pl.col("key") == PARENT).height)
+    _add(kinds, "tag", RUN_DELETED, left.filter(pl.col("key") != PARENT).height)
+
+
+def _models(plan: Plan, kinds: dict[str, KindReport]) -> None:
+    raw = plan.read.raw
+    every = raw["logged_models"]
+    models = every.filter(LIVE)
+    carried = plan.logged_models()
     kinds["logged_model"].transformed[FIELDS["logged_model"]["id"][1]] = carried.height
     runless = int(models["source_run_id"].is_null().sum())
-    for why, n in ((MODEL_RUN_NOT_MIGRATED, models.height - carried.height - runless), (MODEL_NO_RUN, runless)):
-        if n:
-            kinds["logged_model"].not_carried[why] = n
+    for why, n in ((MODEL_RUN_NOT_MIGRATED, models.height - carried.height - runless), (MODEL_NO_RUN, runless),
+                   (DELETED, every.height - models.height)):
+        _add(kinds, "logged_model", why, n)
+
+
+def _model_rows(plan: Plan, kinds: dict[str, KindReport]) -> None:
+    """Metrics logged against logged models, and runs' links to them."""
+    raw = plan.read.raw
+    live = raw["logged_models"].filter(LIVE)["model_id"].implode()
     # a metric logged against a model travels when both the model and the run that logged it do
-    model_metrics = raw["logged_model_metrics"].filter(pl.col("model_id").is_in(models["model_id"].implode()))
-    with_model = model_metrics.filter(pl.col("model_id").is_in(carried["model_id"].implode()))
+    every = raw["logged_model_metrics"]
+    model_metrics = every.filter(pl.col("model_id").is_in(live))
+    with_model = model_metrics.filter(pl.col("model_id").is_in(plan.logged_models()["model_id"].implode()))
     kinds["model_metric"].carried = plan.model_metrics().height
     for why, n in ((METRIC_MODEL_NOT_MIGRATED, model_metrics.height - with_model.height),
-                   (METRIC_RUN_NOT_MIGRATED, with_model.height - kinds["model_metric"].carried)):
-        if n:
-            kinds["model_metric"].not_carried[why] = n
-    # a run's link to a logged model travels when both the run and the model do
-    for kind in MODEL_LINKS:
+                   (METRIC_RUN_NOT_MIGRATED, with_model.height - kinds["model_metric"].carried),
+                   (METRIC_MODEL_DELETED, every.height - model_metrics.height)):
+        _add(kinds, "model_metric", why, n)
+    # a run's link to a logged model travels when both the run and the model do; the plan names
+    # the links of the planned runs and of the models that travel: a deleted run's others are added
+    for kind, (table, _, _) in MODEL_LINKS.items():
         links = plan.model_links(kind)
         kinds[kind].carried = int(links["why"].is_null().sum())
         for why, n in links.drop_nulls("why").group_by("why", maintain_order=True).len().iter_rows():
             kinds[kind].not_carried[why] = n
-    # the files braid lists (local artifact roots); a remote root's files are counted as they are copied
-    kinds["artifact"].carried = raw["artifacts"].filter(
-        pl.col("owner").is_in(plan.run_ids) | pl.col("owner").is_in(carried["model_id"].implode())).height
-    return Report(plan.source, plan.target, dry_run, kinds)
+        named = links.select("run_uuid", "model_id").unique()
+        rest = raw[table].join(named, on=["run_uuid", "model_id"], how="anti", nulls_equal=True)
+        _add(kinds, kind, RUN_DELETED, rest.filter(pl.col("run_uuid").is_in(_deleted_runs(plan))).height)
+
+
+def _registry(plan: Plan, kinds: dict[str, KindReport]) -> None:
+    raw = plan.read.raw
+    kinds["registered_model"].carried = raw["registered_models"].height
+    deleted = raw["model_versions"]["current_stage"].fill_null("") == "Deleted_Internal"
+    kinds["model_version"].carried = int((~deleted).sum())
+    _add(kinds, "model_version", DELETED, int(deleted.sum()))
+    kinds["alias"].carried = raw["aliases"].height
+
+
+def _artifacts(plan: Plan, kinds: dict[str, KindReport]) -> None:
+    """The files braid lists (local artifact roots) of the planned runs and the models that travel;
+    a remote root's files are counted as they are copied (`report_copies`)."""
+    files = plan.read.raw["artifacts"]
+    models = plan.logged_models()["model_id"].implode()
+    travels = pl.col("owner").is_in(plan.run_ids) | pl.col("owner").is_in(models)
+    kinds["artifact"].carried = files.filter(travels).height
+    rest = files.filter(~travels)
+    _add(kinds, "artifact", RUN_DELETED,
+         rest.filter((pl.col("owner_kind") == "run") & pl.col("owner").is_in(_deleted_runs(plan))).height)
+    _add(kinds, "artifact", MODEL_NOT_CARRIED, rest.filter(pl.col("owner_kind") == "model").height)
+
+
+# the rows of each table that travel, for counting the values of their columns that do not
+def _travelling(plan: Plan, table: str) -> pl.DataFrame:
+    raw = plan.read.raw
+    if table == "experiments":
+        return raw[table].filter(pl.col("experiment_id").is_in(plan.experiment_ids))
+    if table == "logged_models":
+        return plan.logged_models()
+    if table == "model_versions":
+        return raw[table].filter(pl.col("current_stage").fill_null("") != "Deleted_Internal")
+    return plan.frame(table) if table in ("runs", "registered_models") else raw[table]
+
+
+def _details(plan: Plan, kinds: dict[str, KindReport]) -> None:
+    """Per column a travelling row holds a value in and FIELDS says is not carried: the count of
+    those values, under `<kind>_detail`, as "<field>: <why>"."""
+    for table, columns in RAW_COLUMNS.items():
+        kind = table_kind(table)
+        lost = {c: f for c, f in columns.items() if f is not None and FIELDS[kind][f][0] == "not_carried"}
+        if not lost:
+            continue
+        rows = _travelling(plan, table)
+        for column, name in lost.items():
+            n = int(rows.select(held(column).sum()).item())
+            _add(kinds, f"{kind}_detail", f"{name}: {FIELDS[kind][name][1]}", n)
+
+
+def held(column: str) -> pl.Expr:
+    """Whether a row holds a value in `column`: not null, nor empty text or an empty JSON object or list."""
+    value = pl.col(column)
+    return value.is_not_null() & ~value.cast(pl.String).is_in(["", "{}", "[]", "null"])
 
 
 # -- verification: the two normalised graphs, compared --------------------------------------------

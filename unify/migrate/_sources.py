@@ -28,7 +28,7 @@ from braid.unify.source import SourceSpec, no_progress
 
 from ._cache_files import output_files
 from ._plan import MAX_PARAM_LENGTH, MAX_TAG_LENGTH, PARAM_TOO_LONG, PARENT_NOT_MIGRATED, TAG_TOO_LONG, How, Plan, SourceRead
-from ._report import NEW_ID, KindReport, Report, _align, _compare, run_map, with_full_values
+from ._report import NEW_ID, KindReport, Report, _align, _compare, held, run_map, with_full_values
 
 # where a run's original status travels when MLflow has no status of the same meaning
 SOURCE_STATUS_TAG = "braid.source_status"
@@ -53,8 +53,13 @@ _COMMON: dict[str, dict[str, tuple[How, str]]] = {
         "user": ("carried", "through the mlflow.user tag"),
         "git_commit": ("carried", "through the mlflow.source.git.commit tag (branch and remote too)"),
         "id": ("transformed", "the target assigns its own run id; the source id travels as tag braid.source_id"),
+        "project": ("transformed", "the run goes into the MLflow experiment its project or repository became"),
+        "duration": ("carried", "as the span from its start to its end"),
         "host": ("not_carried", "MLflow runs have no host field"),
         "environment": ("not_carried", "MLflow runs have no field for the tool's environment record"),
+        "updated_at": ("not_carried", "MLflow runs have no field for the time the tool last changed the run"),
+        "attrs": ("not_carried", "the tool's other run fields (W&B group, job type, notes, summary, exit code, "
+                                 "runtime; DVC command, stage, experiment ref...) have no MLflow run field"),
     },
     "param": {"value": ("carried", "as the source's normalised table holds it (non-strings as JSON text)")},
     "metric_point": {"value": ("transformed", "timestamps to the millisecond; original steps and values "
@@ -66,12 +71,90 @@ _COMMON: dict[str, dict[str, tuple[How, str]]] = {
                                                   "written as tags either); their files travel as the run's "
                                                   "artifacts")},
     "other_input": {"file": ("not_carried", "a model or file the run read: MLflow dataset inputs hold datasets only")},
+    "other_output": {"file": ("not_carried", "a model or file the run wrote: an MLflow run records no outputs but "
+                                             "its files, which travel (artifact)")},
+    "unlinked_file": {"file": ("not_carried", "a dataset, model or file no migrated run read or wrote (e.g. a "
+                                              "DVC-tracked file no stage uses, and the files inside it): MLflow keeps "
+                                              "them only as a run's inputs and files")},
     "artifact": {"bytes": ("carried", "each file the run wrote (a DVC out, a W&B artifact's files, datasets "
                                       "included) is copied into the target run from a place that holds the "
                                       "recorded bytes (checked by md5), under its DVC path or <artifact>/<path>")},
     "model_version": {"version": ("not_carried", "registry entries of this tool are not migrated by this "
                                                  "version of braid migrate")},
+    # column views, not entities: a dataset, model or file node a migrated run read or wrote, and
+    # the edge that says so (their values not carried are counted under `<view>_detail`)
+    "file": {
+        "id": ("carried", "a dataset input's source JSON names it (source_id); a file travels at its path"),
+        "name": ("carried", "as a dataset input's name; a file keeps its path"),
+        "version": ("carried", "within its id"),
+        "digest": ("carried", "as a dataset input's digest; a file's bytes are checked against it"),
+        "size": ("carried", "a file's bytes (a dataset input records no size)"),
+        "uri": ("carried", "in a dataset input's source JSON; a file's bytes are read from it"),
+        "created_at": ("not_carried", "MLflow records no time for a dataset input or a file"),
+        "updated_at": ("not_carried", "MLflow records no time for a dataset input or a file"),
+        "status": ("not_carried", "MLflow dataset inputs and files have no status"),
+        "user": ("not_carried", "MLflow dataset inputs and files have no user"),
+        "attrs": ("not_carried", "the tool's other fields of a dataset, model or file (W&B artifact type, aliases, "
+                                 "metadata, manifest; DVC out fields) have no MLflow field (a file's path and md5 "
+                                 "travel with its bytes)"),
+    },
+    "edge": {"attrs": ("not_carried", "the context the tool gave a run's input, output or parent: MLflow records "
+                                      "none")},
 }
+VIEWS = ("file", "edge")
+# Where the report accounts for each normalised table of a W&B or DVC source (unify/schema.py
+# TABLES; `nodes` and `edges` per kind, as "edges/input"): `SOURCE_KINDS` names the report kinds
+# whose counts hold every row, each row once; the rows of a `SOURCE_PART_OF` table are rows of
+# another table seen again, or travel with them, as the text says.
+SOURCE_KINDS: dict[str, tuple[str, ...]] = {
+    "runs": ("run",), "params": ("param",), "metrics": ("metric_point",), "tags": ("tag",),
+    "registry": ("model_version",), "edges/parent_of": ("parent_link",),
+    "edges/input": ("dataset_input", "other_input"), "edges/output": ("dataset_output", "other_output"),
+}
+LINKED = ("the edges that link it to the runs (an input or an output), or to the one it is part of; one no "
+          "migrated run read or wrote is counted under unlinked_file")
+SOURCE_PART_OF: dict[str, str] = {
+    "nodes/run": "the run's row of the runs table",
+    "nodes/model_version": "the registry entry's row of the registry table",
+    "nodes/code": "a commit a run names (runs.git_commit)",
+    "edges/code": "a run's commit (runs.git_commit)",
+    "edges/registered_as": "a registry entry's model (registry.model_id)",
+    "nodes/dataset": LINKED,
+    "nodes/model": LINKED,
+    "nodes/artifact": LINKED,
+    "edges/part_of": "a file inside a directory or a multi-file artifact: it travels as one of its run's files "
+                     "(artifact) when the run wrote the container",
+    "edges/same_as": "identity resolution's links between sources, made after the connectors: a source has none",
+}
+# each normalised column -> the field (of the kind or view named first) that says what happens to
+# it; None for a column that names the row or its owner, or that another table holds
+_NODE = ("id", "kind", "tool", "source")
+SOURCE_COLUMNS: dict[str, tuple[str, dict[str, str | None]]] = {
+    "runs": ("run", {"id": "id", "tool": None, "source": None, "project": "project", "name": "name",
+                     "status": "status", "started_at": "start_time", "ended_at": "end_time", "duration": "duration",
+                     "user": "user", "git_commit": "git_commit", "git_branch": "git_commit",
+                     "git_remote": "git_commit", "host": "host", "environment": "environment"}),
+    "params": ("param", {"run_id": None, "key": None, "value": "value", "source": None}),
+    "metrics": ("metric_point", {"run_id": None, "key": None, "step": "value", "timestamp": "value",
+                                 "value": "value", "source": None}),
+    "tags": ("tag", {"node_id": None, "key": None, "value": "value", "source": None}),
+    # a registry entry is not carried as a whole (counted per row)
+    "registry": ("model_version", dict.fromkeys(("model_version_id", "name", "version", "aliases", "stage",
+                                                 "model_id", "run_id", "events", "source"))),
+    # a run node repeats its runs row (its version is the commit, its uri where braid read it)
+    "nodes/run": ("run", {**dict.fromkeys((*_NODE, "name", "version", "digest", "size", "uri", "created_at",
+                                           "status", "user")), "updated_at": "updated_at", "attrs": "attrs"}),
+    "nodes/file": ("file", {**dict.fromkeys(("kind", "tool", "source")),
+                            **{c: c for c in ("id", "name", "version", "digest", "size", "uri", "created_at",
+                                              "updated_at", "status", "user", "attrs")}}),
+    "nodes/code": ("run", dict.fromkeys((*_NODE, "name", "version", "digest", "size", "uri", "created_at",
+                                         "updated_at", "status", "user", "attrs"))),
+    "nodes/model_version": ("model_version", dict.fromkeys((*_NODE, "name", "version", "digest", "size", "uri",
+                                                            "created_at", "updated_at", "status", "user", "attrs"))),
+    # an edge is dated by the connector from its run or commit
+    "edges": ("edge", {**dict.fromkeys(("src", "dst", "kind", "source", "created_at")), "attrs": "attrs"}),
+}
+FILE_KINDS = ("dataset", "model", "artifact")
 # tool -> entity kind -> field -> (how, why): what happens to each field of the normalised tables
 SOURCE_FIELDS: dict[str, dict[str, dict[str, tuple[How, str]]]] = {
     "wandb": {
@@ -191,7 +274,7 @@ def expected_source_report(plan: Plan, tool: str, *, dry_run: bool) -> Report:
     """The report of a W&B or DVC migration, counted from the source's normalised tables."""
     fields, g, src = SOURCE_FIELDS[tool], plan.read.graph, plan.source
     planned = [f"{src}:run/{r}" for r in plan.run_ids]
-    kinds = {kind: KindReport() for kind in fields}
+    kinds = {kind: KindReport() for kind in fields if kind not in VIEWS}
     kinds["experiment"].transformed[fields["experiment"]["project"][1]] = len(plan.experiment_ids)
     runs = g["runs"].filter(pl.col("id").is_in(planned))
     kinds["run"].transformed[NEW_ID] = runs.height
@@ -199,10 +282,6 @@ def expected_source_report(plan: Plan, tool: str, *, dry_run: bool) -> Report:
         if status not in EXACT_STATUS:
             kinds["run"].transformed[f"status {status!r} -> {STATUS[tool].get(status, 'FINISHED')}, the original "
                                      f"in tag {SOURCE_STATUS_TAG}"] += n
-    for column in ("host", "environment"):
-        n = int(runs[column].is_not_null().sum())
-        if n:
-            kinds.setdefault("run_detail", KindReport()).not_carried[f"{column}: {fields['run'][column][1]}"] = n
 
     def split(kind: str, frame: pl.DataFrame, written: pl.DataFrame, limit: int | None, long_why: str) -> None:
         report = kinds[kind]
@@ -253,11 +332,68 @@ def expected_source_report(plan: Plan, tool: str, *, dry_run: bool) -> Report:
     out_kinds = Counter(kind_of.get(d) for d in outs["dst"].to_list())
     if out_kinds["dataset"]:
         kinds["dataset_output"].not_carried[fields["dataset_output"]["dataset"][1]] = out_kinds["dataset"]
+    if outs.height - out_kinds["dataset"]:
+        kinds["other_output"].not_carried[fields["other_output"]["file"][1]] = outs.height - out_kinds["dataset"]
     # the files are counted as found at plan time; the copy's outcome replaces this count
     kinds["artifact"].carried = output_files(g, planned).height
     if g["registry"].height:
         kinds["model_version"].not_carried[fields["model_version"]["version"][1]] = g["registry"].height
+    # a dataset, model or file no planned run read or wrote, nor one inside those
+    unlinked = g["nodes"].filter(pl.col("kind").is_in(FILE_KINDS) & ~pl.col("id").is_in(_used(plan).implode())).height
+    if unlinked:
+        kinds["unlinked_file"].not_carried[fields["unlinked_file"]["file"][1]] = unlinked
+    _source_details(plan, tool, kinds)
     return Report(plan.source, plan.target, dry_run, kinds)
+
+
+def _travelling(plan: Plan, table: str) -> pl.DataFrame:
+    """The rows of a normalised table (a `SOURCE_COLUMNS` key) that travel with the planned runs:
+    the runs, their nodes, the dataset, model and file nodes they read or wrote (and the files
+    inside those), and their inputs, outputs and parent links."""
+    g = plan.read.graph
+    planned = [f"{plan.source}:run/{r}" for r in plan.run_ids]
+    nodes, edges = g["nodes"], g["edges"]
+    to_run = pl.col("kind").is_in(["input", "parent_of"]) & pl.col("dst").is_in(planned)
+    from_run = (pl.col("kind") == "output") & pl.col("src").is_in(planned)
+    if table == "runs":
+        return g["runs"].filter(pl.col("id").is_in(planned))
+    if table == "nodes/run":
+        return nodes.filter((pl.col("kind") == "run") & pl.col("id").is_in(planned))
+    if table == "edges":
+        return edges.filter(to_run | from_run)
+    if table == "nodes/file":
+        return nodes.filter(pl.col("kind").is_in(FILE_KINDS) & pl.col("id").is_in(_used(plan).implode()))
+    raise KeyError(f"no rule says which rows of {table} travel")
+
+
+def _used(plan: Plan) -> pl.Series:
+    """The dataset, model and file nodes the planned runs read or wrote, and those inside them."""
+    planned = [f"{plan.source}:run/{r}" for r in plan.run_ids]
+    edges = plan.read.graph["edges"]
+    used = pl.concat([edges.filter((pl.col("kind") == "input") & pl.col("dst").is_in(planned))["src"],
+                      edges.filter((pl.col("kind") == "output") & pl.col("src").is_in(planned))["dst"]]).unique()
+    members = edges.filter(pl.col("kind") == "part_of")
+    while True:  # a file inside a directory inside an output...
+        inside = members.filter(pl.col("dst").is_in(used.implode()) & ~pl.col("src").is_in(used.implode()))["src"]
+        if inside.is_empty():
+            return used
+        used = pl.concat([used, inside.unique()])
+
+
+def _source_details(plan: Plan, tool: str, kinds: dict[str, KindReport]) -> None:
+    """Per column a travelling row holds a value in and SOURCE_FIELDS says is not carried: the
+    count of those values, under `<kind>_detail`, as "<field>: <why>"."""
+    fields = SOURCE_FIELDS[tool]
+    for table, (kind, columns) in SOURCE_COLUMNS.items():
+        lost = {c: f for c, f in columns.items() if f is not None and fields[kind][f][0] == "not_carried"}
+        if not lost:
+            continue
+        rows = _travelling(plan, table)
+        for column, name in lost.items():
+            n = int(rows.select(held(column).sum()).item())
+            if n:
+                detail = kinds.setdefault(f"{kind}_detail", KindReport())
+                detail.not_carried[f"{name}: {fields[kind][name][1]}"] += n
 
 
 # -- verification: the source's normalised tables against the target read back ----------------
