@@ -12,8 +12,8 @@ value of a column declared not carried must be counted in the report (`<kind>_de
 Rows are counted with the MLflow client where it sees them (`CLIENT_TABLES`; its count is also
 checked against braid's reader), and with braid's readers for the rest: the logged models' tables
 (the client hides deleted models), braid's artifact listing, and the W&B and DVC sources (braid's
-W&B folder reader and DVC repository reader). The W&B target's report is declared by another
-module (`_wandb_fates`); where it leaves rows out, its case is an expected failure, named.
+W&B folder reader and DVC repository reader). The W&B target's report is declared by its own
+module (`_wandb_fates`) and checked the same way.
 """
 
 from __future__ import annotations

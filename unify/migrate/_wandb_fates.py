@@ -14,9 +14,9 @@ import polars as pl
 from braid.connectors.mlflow._normalise import PARENT, SYSTEM_TAGS
 
 from ._cache_files import output_files
-from ._plan import METRIC_MODEL_NOT_MIGRATED, METRIC_RUN_NOT_MIGRATED, Plan
-from ._report import KindReport, Report
-from ._sources import INVALID_KEY, NO_STEP, NO_TIME, SOURCE_STATUS_TAG
+from ._plan import METRIC_MODEL_NOT_MIGRATED, METRIC_RUN_NOT_MIGRATED, MODEL_LINKS, Plan
+from ._report import LIVE, KindReport, Report, _deleted_runs
+from ._sources import FILE_KINDS, INVALID_KEY, NO_STEP, NO_TIME, SOURCE_STATUS_TAG, _used
 from ._wandb_fields import (CONFIG, EXACT_STATUS, EXIT_CODES, MAX_TAG_LENGTH, RESERVED_METRIC_KEYS,
                             RESERVED_PARAM_KEYS, TAG_FIELDS, WANDB_FIELDS, WANDB_STATUS, project_name)
 from ._wandb_models import LINKED_CASES, version_fates
@@ -256,11 +256,18 @@ def _mlflow_only(plan: Plan, kinds: dict[str, KindReport], *, server: bool) -> N
     (those braid lists on a local root; a remote root's are counted as they are copied,
     `report_copies`), the logged models, the registry, by the case `version_fates` gives each
     version (linked on a `server`, in a folder only its model artifact), and the runs' links to
-    logged models and the metrics logged against them (`model_link_cases`, `model_metric_cases`)."""
+    logged models and the metrics logged against them (`model_link_cases`, `model_metric_cases`);
+    and what stays behind: deleted models, models no run logged, their files and metrics, and the
+    deleted runs' files, links and rows (`_left_behind`)."""
     raw = plan.read.raw
     planned = plan.logged_models()["model_id"]
-    models = raw["logged_models"].filter(pl.col("lifecycle_stage").fill_null("active") != "deleted")
-    files = raw["artifacts"].filter(pl.col("owner").is_in(plan.run_ids) | pl.col("owner").is_in(planned.implode()))
+    every = raw["logged_models"]
+    models = every.filter(LIVE)
+    runless = int(models["source_run_id"].is_null().sum())
+    artifacts = raw["artifacts"]
+    travelling = pl.col("owner").is_in(plan.run_ids) | pl.col("owner").is_in(planned.implode())
+    files, rest = artifacts.filter(travelling), artifacts.filter(~travelling)
+    model_metrics = raw["logged_model_metrics"]
     versions = version_fates(plan, server=server)
     travels = pl.col("case").is_in([*LINKED_CASES, "offline"])  # linked on a server, in a folder not
     linked = versions.filter(travels)
@@ -275,7 +282,15 @@ def _mlflow_only(plan: Plan, kinds: dict[str, KindReport], *, server: bool) -> N
     for kind, case, n in (
             ("artifact", "bytes", files.filter(pl.col("owner_kind") == "run").height),
             ("artifact", "model_files", files.filter(pl.col("owner_kind") != "run").height),
-            ("logged_model", "model", planned.len()), ("logged_model", "outside", models.height - planned.len()),
+            # files of deleted runs, and of models that stay behind, as the MLflow target's report says
+            ("artifact", "deleted_run", rest.filter((pl.col("owner_kind") == "run")
+                                                    & pl.col("owner").is_in(_deleted_runs(plan))).height),
+            ("artifact", "model_left", rest.filter(pl.col("owner_kind") != "run").height),
+            ("logged_model", "model", planned.len()),
+            ("logged_model", "outside", models.height - planned.len() - runless),
+            ("logged_model", "no_run", runless), ("logged_model", "deleted", every.height - models.height),
+            ("model_metric", "deleted_model", model_metrics.filter(
+                ~pl.col("model_id").is_in(models["model_id"].implode())).height),
             ("registered_model", link, registered), ("registered_model", "unlinked", names.len() - registered),
             ("alias", link, aliases.filter("travels")["n"].sum()),
             ("alias", "stage" if server else "offline", linked["stage"].is_not_null().sum()),
@@ -288,8 +303,37 @@ def _mlflow_only(plan: Plan, kinds: dict[str, KindReport], *, server: bool) -> N
     for case, n in versions["case"].value_counts().iter_rows():
         _count(kinds, "model_version", case, n)
     for kind in ("model_output", "model_input"):
-        _count_cases(kinds, kind, model_link_cases(plan, kind, server=server))
+        cases = model_link_cases(plan, kind, server=server)
+        _count_cases(kinds, kind, cases)
+        # the plan names the links of the planned runs and of the models that travel: a deleted
+        # run's others stay behind with it
+        rest = raw[MODEL_LINKS[kind][0]].join(cases.select("run_uuid", "model_id").unique(),
+                                             on=["run_uuid", "model_id"], how="anti", nulls_equal=True)
+        _count(kinds, kind, "deleted_run", rest.filter(pl.col("run_uuid").is_in(_deleted_runs(plan))).height)
     _count_cases(kinds, "model_metric", model_metric_cases(plan))
+    _left_behind(plan, kinds)
+
+
+def _left_behind(plan: Plan, kinds: dict[str, KindReport]) -> None:
+    """What an MLflow store holds that no planned run carries, as the MLflow target's report
+    counts it: the experiments holding no planned run, deleted or without a live run, with their
+    tags (an experiment whose runs are not selected is outside the report, like the runs), and
+    the params, metric points, tags, parent links and dataset inputs of the deleted runs."""
+    raw = plan.read.raw
+    with_runs = raw["runs"].filter(LIVE)["experiment_id"].implode()
+    rest = raw["experiments"].filter(~pl.col("experiment_id").is_in(plan.experiment_ids)).select(
+        "experiment_id", case=pl.when(~LIVE).then(pl.lit("deleted"))
+        .when(~pl.col("experiment_id").is_in(with_runs)).then(pl.lit("empty")))
+    tags = raw["experiment_tags"].join(rest, on="experiment_id")
+    for case, n in pl.concat([rest["case"], tags["case"]]).drop_nulls().value_counts().iter_rows():
+        _count(kinds, "experiment", case, n)
+    deleted = pl.col("run_uuid").is_in(_deleted_runs(plan))
+    left = raw["tags"].filter(deleted)
+    for kind, rows in (("param", raw["params"].filter(deleted)), ("metric_point", raw["metrics"].filter(deleted)),
+                       ("tag", left.filter(pl.col("key") != PARENT)),
+                       ("parent_link", left.filter(pl.col("key") == PARENT)),
+                       ("dataset_input", raw["dataset_inputs"].filter(deleted))):
+        _count(kinds, kind, "deleted_run", rows.height)
 
 
 def _count_cases(kinds: dict[str, KindReport], kind: str, cases: pl.DataFrame) -> None:
@@ -300,9 +344,9 @@ def _count_cases(kinds: dict[str, KindReport], kind: str, cases: pl.DataFrame) -
 
 def _source_only(plan: Plan, tool: str, kinds: dict[str, KindReport], *, produced: int) -> None:
     """What a W&B or DVC source's tables hold that its MLflow shape (`_sources.to_raw`) or an
-    offline W&B folder cannot: keys MLflow refuses, outputs, registry, host, and the inputs
-    other than datasets, but the `produced` ones another planned run wrote (uses of its
-    artifact, counted by the caller)."""
+    offline W&B folder cannot: keys MLflow refuses, outputs, registry, host, the files no planned
+    run read or wrote (nor one inside those), and the inputs other than datasets, but the
+    `produced` ones another planned run wrote (uses of its artifact, counted by the caller)."""
     g = plan.read.graph
     planned = [f"{plan.source}:run/{r}" for r in plan.run_ids]
     shaped = {"params": plan.frame("params"), "metrics": plan.frame("metrics"), "tags": source_tags(plan, tool)}
@@ -328,8 +372,12 @@ def _source_only(plan: Plan, tool: str, kinds: dict[str, KindReport], *, produce
     ins = edges.filter((pl.col("kind") == "input") & pl.col("dst").is_in(planned))["src"].to_list()
     outs = Counter(kind_of.get(d) for d in edges.filter((pl.col("kind") == "output")
                                                         & pl.col("src").is_in(planned))["dst"].to_list())
+    # a dataset, model or file no planned run read or wrote, nor one inside those
+    unlinked = g["nodes"].filter(pl.col("kind").is_in(FILE_KINDS) & ~pl.col("id").is_in(_used(plan).implode()))
     for kind, case, n in (("other_input", "file", sum(kind_of.get(s) != "dataset" for s in ins) - produced),
                           ("dataset_output", "dataset", outs["dataset"]),
+                          ("other_output", "file", outs.total() - outs["dataset"]),
+                          ("unlinked_file", "file", unlinked.height),
                           ("artifact", "bytes", output_files(g, planned).height),
                           ("model_version", "source_registry", g["registry"].height if "registry" in g else 0)):
         _count(kinds, kind, case, n)

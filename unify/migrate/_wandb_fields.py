@@ -11,7 +11,8 @@ import re
 
 from braid.connectors.mlflow._normalise import GIT_BRANCH, GIT_COMMIT, GIT_REMOTE, PARENT, RUN_NAME, USER
 
-from ._plan import DELETED, MODEL_RUN_NOT_MIGRATED, PARENT_NOT_MIGRATED, How
+from ._plan import (DELETED, EXPERIMENT_EMPTY, METRIC_MODEL_DELETED, MODEL_NO_RUN, MODEL_NOT_CARRIED,
+                    MODEL_RUN_NOT_MIGRATED, PARENT_NOT_MIGRATED, RUN_DELETED, How)
 from ._sources import SOURCE_STATUS_TAG
 
 NOTE = "mlflow.note.content"
@@ -113,6 +114,8 @@ MODEL_METRIC_HISTORY = ("a W&B history row names no model: the metric's link to 
                         "digest) is lost; its value travels as its run's history point, where the run holds one "
                         "(counted under metric_point)")
 LINK_OUTSIDE = "its run or its model is not part of this migration"
+# the rows of a deleted run stay behind with it (the same case in every kind of a run's rows)
+LEFT_WITH_RUN = {"deleted_run": ("not_carried", RUN_DELETED)}
 
 # entity kind -> field (or case) -> (how, why): what happens on the way into a W&B run folder.
 # `history` names each metric point's case and `tag_fates` each tag's; the report counts them here.
@@ -125,6 +128,9 @@ WANDB_FIELDS: dict[str, dict[str, tuple[How, str]]] = {
                                    f"braid reads one project of a server; the experiment's name is config "
                                    f"{CONFIG}.experiment"),
         "tags": ("not_carried", "experiment tags: W&B projects have no tags the SDK can write"),
+        # an experiment no planned run is in (and its tags), as the MLflow target's report says
+        "deleted": ("not_carried", DELETED),
+        "empty": ("not_carried", EXPERIMENT_EMPTY),
     },
     "run": {"id": ("transformed", RUN_ID), "lifecycle_stage": ("not_carried", DELETED)},
     "run_detail": {
@@ -141,6 +147,7 @@ WANDB_FIELDS: dict[str, dict[str, tuple[How, str]]] = {
     "param": {
         "value": ("carried", "as a config value, the text in full (W&B has no 6,000-character limit)"),
         "reserved": ("not_carried", f"a config key W&B or braid keeps for itself (_wandb, {CONFIG}, {CONFIG}.*)"),
+        **LEFT_WITH_RUN,
     },
     "metric_point": {
         "value": ("carried", "a history row at the original step with the original _timestamp; NaN and ±inf as "
@@ -151,30 +158,44 @@ WANDB_FIELDS: dict[str, dict[str, tuple[How, str]]] = {
                                      "value per key (the last logged is kept)"),
         "negative_step": ("not_carried", "a negative step: W&B history steps start at 0 (the SDK drops the row)"),
         "reserved": ("not_carried", f"a history key W&B writes itself ({', '.join(RESERVED_METRIC_KEYS)})"),
+        **LEFT_WITH_RUN,
     },
     "tag": {
         "label": ("carried", "a tag without a value becomes a W&B tag"),
         "config": ("transformed", TAG_IN_CONFIG),
         "field": ("transformed", TAG_AS_FIELD),
+        **LEFT_WITH_RUN,
     },
     "parent_link": {"parent": ("transformed", PARENT_LINK),
                     "outside": ("not_carried", f"{PARENT_NOT_MIGRATED} (its source id is config "
-                                               f"{CONFIG}.source_parent_id)")},
+                                               f"{CONFIG}.source_parent_id)"),
+                    **LEFT_WITH_RUN},
     "dataset_input": {"dataset": ("transformed", DATASETS),
                       "used": ("transformed", f"{USED}; its name and digest are config {CONFIG}.datasets too"),
-                      "offline": ("transformed", f"config {CONFIG}.datasets only: {OFFLINE_USE}")},
+                      "offline": ("transformed", f"config {CONFIG}.datasets only: {OFFLINE_USE}"),
+                      **LEFT_WITH_RUN},
     "dataset_output": {"dataset": ("transformed", f"a dataset a run wrote: its files are in the run's "
                                                   f"{ARTIFACT_TYPE!r} artifact (artifact bytes), not a W&B dataset "
                                                   f"artifact of its own")},
+    "other_output": {"file": ("transformed", f"a model or file a run wrote: its files are in the run's "
+                                             f"{ARTIFACT_TYPE!r} artifact (artifact bytes), not a W&B artifact of "
+                                             f"its own")},
+    "unlinked_file": {"file": ("not_carried", "a dataset, model or file no migrated run read or wrote (e.g. a "
+                                              "DVC-tracked file no stage uses, and the files inside it): braid writes "
+                                              f"files into W&B only as a run's {ARTIFACT_TYPE!r} artifact")},
     "other_input": {"file": ("not_carried", "a model or file a run read that no migrated run wrote: W&B runs record "
                                             "inputs as artifacts they used, and braid logs none for it"),
                     "used": ("transformed", USED),
                     "offline": ("not_carried", OFFLINE_USE)},
     "artifact": {"bytes": ("carried", ARTIFACT_BYTES),
                  "model_files": ("carried", f"a logged model's files are its {MODEL_TYPE!r} artifact's, at their "
-                                            f"source paths, every path checked")},
+                                            f"source paths, every path checked"),
+                 **LEFT_WITH_RUN,
+                 "model_left": ("not_carried", MODEL_NOT_CARRIED)},
     "logged_model": {"model": ("transformed", MODEL_ARTIFACT),
-                     "outside": ("not_carried", MODEL_RUN_NOT_MIGRATED)},
+                     "outside": ("not_carried", MODEL_RUN_NOT_MIGRATED),
+                     "no_run": ("not_carried", MODEL_NO_RUN),
+                     "deleted": ("not_carried", DELETED)},
     # registry entries, by the case `version_fates` gives each version
     "registered_model": {"link": ("transformed", f"the W&B registry collection {REGISTRY}/<name> (made by the "
                                                  f"first link)"),
@@ -198,12 +219,15 @@ WANDB_FIELDS: dict[str, dict[str, tuple[How, str]]] = {
     # stays behind is `outside`, with the plan's reason (`Plan.model_links`)
     "model_output": {"logged_by": ("transformed", MODEL_OUTPUT),
                      "other_run": ("not_carried", OTHER_OUTPUT),
-                     "outside": ("not_carried", LINK_OUTSIDE)},
+                     "outside": ("not_carried", LINK_OUTSIDE),
+                     **LEFT_WITH_RUN},
     "model_input": {"used": ("carried", MODEL_USED),
                     "offline": ("not_carried", OFFLINE_MODEL_USE),
-                    "outside": ("not_carried", LINK_OUTSIDE)},
+                    "outside": ("not_carried", LINK_OUTSIDE),
+                    **LEFT_WITH_RUN},
     "model_metric": {"history": ("not_carried", MODEL_METRIC_HISTORY),
-                     "outside": ("not_carried", LINK_OUTSIDE)},
+                     "outside": ("not_carried", LINK_OUTSIDE),
+                     "deleted_model": ("not_carried", METRIC_MODEL_DELETED)},
     "alias": {"link": ("carried", "an alias of the link"),
               "stage": ("transformed", "an MLflow stage is an alias of the link (W&B has no stages)"),
               "offline": ("not_carried", OFFLINE_LINK),
