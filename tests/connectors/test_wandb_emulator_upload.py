@@ -17,9 +17,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -28,7 +28,7 @@ from polars.testing import assert_frame_equal
 
 from braid.connectors.wandb import read_source
 from braid.unify.source import SourceBatch, SourceSpec, no_progress
-from tests.connectors.test_wandb_api import API_KEY, ENTITY, PROJECT, RESUMED_ID, Runs, api_runs  # noqa: F401
+from tests.connectors.test_wandb_api import API_KEY, ENTITY, PROJECT, RESUMED_ID, Runs, api_runs, sh  # noqa: F401
 from tests.wandb_emulator import ServerState, WandbEmulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wandb")]
@@ -115,6 +115,25 @@ def epoch(when: datetime) -> float:
     return when.replace(tzinfo=when.tzinfo or UTC).timestamp()
 
 
+def logged_keys(state: ServerState) -> pl.DataFrame:
+    """(run id, top-level key) of every key in a history row the server holds: what `wandb sync` streamed."""
+    rows = {(run_id(run.name), key) for run in state.runs for row in run.history for key in row}
+    return pl.DataFrame(sorted(rows), schema={"run_id": pl.String, "top": pl.String}, orient="row")
+
+
+def split(batch: SourceBatch, logged: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A batch's metric points: those of logged keys (`eval.acc` of `eval`), and the summary-only ones."""
+    metrics = batch.tables["metrics"].with_columns(top=pl.col("key").str.split(".").list.first())
+    return (metrics.join(logged, on=["run_id", "top"], how="semi").drop("top"),
+            metrics.join(logged, on=["run_id", "top"], how="anti").drop("top"))
+
+
+def run_ends(batch: SourceBatch, run_ids: Iterable[str]) -> list[datetime]:
+    """Each run's `ended_at` in the batch's runs table, in the order of `run_ids`."""
+    ends = dict(batch.tables["runs"].select("id", "ended_at").iter_rows())
+    return [ends[rid] for rid in run_ids]
+
+
 # -- what the upload holds, read back -----------------------------------------------------------------------
 
 def test_uploaded_runs_read_back_as_their_folders(uploaded: Upload) -> None:
@@ -122,9 +141,23 @@ def test_uploaded_runs_read_back_as_their_folders(uploaded: Upload) -> None:
     api, folder = read_api(uploaded.emulator.url), read_folders(uploaded.root)
     assert api.notes == [] and folder.notes == []
     assert api.tables["runs"].height == 3 and api.tables["metrics"].height > 200
-    # every param, metric point (its step, `_timestamp` and value: NaN and infinities too) and tag
-    for table in ("params", "metrics", "tags"):
+    # every param and tag
+    for table in ("params", "tags"):
         assert_frame_equal(api.tables[table].sort(pl.all()), folder.tables[table].sort(pl.all()), check_exact=True)
+    # every metric point a history row logged: its step, `_timestamp` and value (NaN and infinities too)
+    logged = logged_keys(uploaded.emulator.state)
+    (api_rows, api_only), (folder_rows, folder_only) = split(api, logged), split(folder, logged)
+    assert_frame_equal(api_rows.sort(pl.all()), folder_rows.sort(pl.all()), check_exact=True)
+    # the summary-only points (alpha's `best_acc` and `final.score`): the same keys, steps and values,
+    # each dated at the run's end as its side knows it. On the server that is the run's start (the
+    # upload) + the summary's last `_runtime`, which wandb-core writes in whole seconds as the run
+    # ends: the folder's end while alpha lasted under a second (`_runtime` 0 counts as none), a later
+    # moment once it lasted one, as on a loaded machine (see the test below)
+    assert sorted(api_only["key"]) == ["best_acc", "final.score"]
+    assert_frame_equal(api_only.drop("timestamp").sort(pl.all()), folder_only.drop("timestamp").sort(pl.all()),
+                       check_exact=True)
+    for batch, only in ((api, api_only), (folder, folder_only)):
+        assert only["timestamp"].to_list() == run_ends(batch, only["run_id"])
     # runs: all but when they started (a run is created on the server when it is uploaded:
     # UpsertBucket carries no start time) and so when they ended
     times = ("started_at", "ended_at", "duration")
@@ -175,6 +208,47 @@ def test_uploaded_artifact_files_download_with_their_bytes(
     assert md5(data / "meta" / "labels.txt") == api_runs.facts["labels_md5"]
     model = Path(api.artifact(f"{ENTITY}/{PROJECT}/churn-model:latest").download(root=str(tmp_path / "model")))
     assert md5(model / "model.pt") == api_runs.facts["model_md5"]
+
+
+# a run that logs one row, sets a summary-only metric and lasts over a second: the summary's last
+# `_runtime`, which wandb-core writes in whole seconds as the run ends, is then at least 1
+SLOW_RUN = """
+import time, wandb
+run = wandb.init(project="fixture", name="slow")
+run.log({"loss": 0.5})
+run.summary["best"] = 0.25
+time.sleep(1.5)
+run.finish()
+print(run.id)
+"""
+
+
+def test_a_summary_only_point_of_an_uploaded_run_is_dated_at_its_end_on_the_server(
+        env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wandb
+
+    offline = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"}
+    name = sh([sys.executable, "-c", SLOW_RUN], tmp_path, offline).strip().splitlines()[-1]
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)  # the client's sidecar is this test's only
+    with WandbEmulator(ServerState(username=ENTITY)).running() as emulator:
+        assert wandb_sync(emulator.url, tmp_path / "wandb").returncode == 0
+        api, folder = read_api(emulator.url), read_folders(tmp_path / "wandb")
+        run = wandb.Api(overrides={"base_url": emulator.url}).run(f"{ENTITY}/{PROJECT}/{name}")
+        (row,) = run.scan_history()  # the history row `wandb sync` streamed
+        created, summary = datetime.fromisoformat(run.created_at).replace(tzinfo=UTC), run.summary_metrics
+    assert emulator.problems == []
+    logged_at = datetime.fromtimestamp(row["_timestamp"], UTC)
+    assert summary["_runtime"] >= 1 and created > logged_at  # created at the upload
+    points = {side: dict(batch.tables["metrics"].select("key", "timestamp").iter_rows())
+              for side, batch in (("api", api), ("folder", folder))}
+    # the logged point: its `_timestamp` (to the microsecond) on both sides
+    assert points["api"]["loss"] == points["folder"]["loss"]
+    assert abs(points["api"]["loss"] - logged_at) <= timedelta(microseconds=1)
+    # the summary-only point: at the run's end, which on the server is its start (the upload) + runtime,
+    # and in the folder the end the SDK recorded, before the upload
+    (api_end,), (folder_end,) = run_ends(api, [run_id(name)]), run_ends(folder, [run_id(name)])
+    assert points["api"]["best"] == api_end == created + timedelta(seconds=summary["_runtime"])
+    assert points["folder"]["best"] == folder_end < created
 
 
 # -- the public API's writes: what a run used, registry links -------------------------------------------------
