@@ -62,10 +62,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _uses_a_module_fixture(item: pytest.Item) -> bool:
+    """A module-scoped fixture, or a session-scoped one the test's own module defines."""
     info = getattr(item, "_fixtureinfo", None)  # pytest's own record of the test's fixture closure
     if info is None:  # a doctest
         return False
-    return any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values())
+    module = getattr(getattr(item, "module", None), "__name__", None)
+    return any(defs and (defs[-1].scope == "module" or
+                         (defs[-1].scope == "session" and getattr(defs[-1].func, "__module__", None) == module))
+               for defs in info.name2fixturedefs.values())
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -250,12 +254,11 @@ class DvcRepos:
 
 @pytest.fixture(scope="session")
 def dvc_repos(tmp_path_factory: pytest.TempPathFactory) -> DvcRepos:
-    """Built once per worker (~30 s); tests using it share the `dvc` xdist group."""
+    """Built once per test run (~30 s) and shared by the workers; tests copy a repo before changing it."""
     from tests.fixtures.make_dvc_repo import make_dvc_repos
 
-    root = tmp_path_factory.mktemp("dvc")
-    facts = make_dvc_repos(root)
-    return DvcRepos(root, root / "repo", root / "source-repo", facts)
+    root = built_once(tmp_path_factory, shared_root(tmp_path_factory) / "dvc", make_dvc_repos)
+    return DvcRepos(root, root / "repo", root / "source-repo", json.loads((root / "facts.json").read_text()))
 
 
 def synced_demo(folder: Path) -> Path:
@@ -276,7 +279,7 @@ def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-def built_once(tmp_path_factory: pytest.TempPathFactory, folder: Path, build: Callable[[Path], None]) -> Path:
+def built_once(tmp_path_factory: pytest.TempPathFactory, folder: Path, build: Callable[[Path], object]) -> Path:
     """`build(folder)` once per test run, by whichever worker asks first; the others wait for it.
     For data the tests only read, which xdist groups on different workers both need."""
     from filelock import FileLock
