@@ -3,9 +3,13 @@ store plus runs that stress the edges) and ways to read a store back with the re
 
 from __future__ import annotations
 
+import contextlib
 import math
+import tempfile
+import uuid
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -112,3 +116,30 @@ def runs_in(db: Path) -> int:
             return int(con.execute("SELECT count(*) FROM runs").fetchone()[0])
     except sqlite3.Error:
         return 0
+
+
+@contextlib.contextmanager
+def fresh_databases(backend: str, n: int) -> Iterator[list[str]]:
+    """`n` empty databases on one of this machine's database servers (sqlite: files)."""
+    from tests.conftest import SERVERS, service_unavailable
+
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield [f"sqlite:///{tmp}/target-{i}.db" for i in range(n)]
+        return
+    server = SERVERS[backend]
+    try:
+        admin = server.connect()
+    except Exception as exc:  # each driver has its own OperationalError
+        service_unavailable(server.name, exc)
+    names = [f"braid_bulk_{uuid.uuid4().hex[:10]}" for _ in range(n)]
+    try:
+        with admin.cursor() as cur:
+            for name in names:
+                cur.execute(f"CREATE DATABASE {name}")
+        yield [server.uri.format(db=name) for name in names]
+    finally:
+        with admin.cursor() as cur:
+            for name in names:
+                cur.execute(server.drop.format(db=name))
+        admin.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -323,3 +324,52 @@ def test_artifacts_through_servers_that_serve_them(tmp_path: Path) -> None:
     assert {p.rsplit("/artifacts/", 1)[-1] for p in dst_files} == {"data/train.csv", "nested/a/b/config.json"}
 
 
+
+
+# -- server to server over PostgreSQL ---------------------------------------------------------------
+def _runs_by_source(client: MlflowClient, *, own: bool) -> dict[str, object]:
+    """Every run a server holds, by its source id: the braid.source_id tag braid put on it, or (a
+    source's runs: `own`) its own id."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return {r.info.run_id if own else r.data.tags[SOURCE_ID_TAG]: r for r in client.search_runs(experiments)}
+
+
+def test_server_to_server_over_postgresql(tmp_path: Path) -> None:
+    """A store the real client wrote into PostgreSQL, served by `mlflow server`, migrated into
+    another server over a fresh PostgreSQL database; both read back with MlflowClient."""
+    from tests.conftest import write_store
+    from tests.unify._mlflow_migration import fresh_databases
+
+    with fresh_databases("postgres", 2) as (source_db, target_db):
+        store = write_store(source_db, tmp_path / "source")
+        (tmp_path / "target").mkdir()
+        with mlflow_server(source_db, tmp_path / "source") as src_url, \
+                mlflow_server(target_db, tmp_path / "target") as dst_url:
+            report = migrate(SourceSpec("old", "mlflow", {"uri": src_url}, base_dir=tmp_path),
+                             target_spec(dst_url, tmp_path), catalog=tmp_path / ".braid")
+            assert report.verified, report.summary()
+            source_client, target_client = MlflowClient(src_url), MlflowClient(dst_url)
+            ours, theirs = _runs_by_source(source_client, own=True), _runs_by_source(target_client, own=False)
+            assert set(theirs) == set(ours) and store.facts["train_run"] in ours
+            for rid, run in ours.items():
+                copy = theirs[rid]
+                assert (copy.info.run_name, copy.info.status, copy.info.start_time, copy.info.end_time,
+                        copy.info.user_id) == (run.info.run_name, run.info.status, run.info.start_time,
+                                               run.info.end_time, run.info.user_id)
+                assert copy.data.params == run.data.params
+                kept = {k: v for k, v in run.data.tags.items() if k != "mlflow.parentRunId"}
+                assert {k: copy.data.tags[k] for k in kept} == kept
+                for key in run.data.metrics:  # the full history: steps, timestamps and values (NaN as repr)
+                    history = [(m.step, m.timestamp, repr(m.value)) for m in source_client.get_metric_history(rid, key)]
+                    assert sorted((m.step, m.timestamp, repr(m.value))
+                                  for m in target_client.get_metric_history(copy.info.run_id, key)) == sorted(history)
+            # registry versions point at the target's own logged models, with their aliases
+            versions = {int(v.version): v for v in target_client.search_model_versions("name = 'churn'")}
+            assert sorted(versions) == sorted(store.facts["versions"])
+            champion = target_client.get_model_version_by_alias("churn", "champion")
+            assert int(champion.version) == store.facts["versions"][1]
+            for number in versions:  # each names its logged model in its source (REST gives no model_id)
+                ours_v, theirs_v = (c.get_model_version("churn", str(number)) for c in (source_client, target_client))
+                ours_m, theirs_m = (re.search(r"m-[0-9a-f]{32}", v.source) for v in (ours_v, theirs_v))
+                assert ours_m and theirs_m and ours_m[0] != theirs_m[0]
+                assert target_client.get_logged_model(theirs_m[0]).tags[SOURCE_ID_TAG] == ours_m[0]

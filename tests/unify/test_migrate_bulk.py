@@ -3,14 +3,10 @@ batches or nothing, and resumes; the id map's journal; a run with 100,000 metric
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
 import sqlite3
-import tempfile
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -22,7 +18,7 @@ from braid.unify.migrate import migrate
 from braid.unify.migrate._plan import SOURCE_ID_TAG, read_mlflow
 from braid.unify.source import SourceSpec
 from tests.conftest import MlflowStore
-from tests.unify._mlflow_migration import BULK_RUNS, LONG_PARAM, T0, make_source, runs_in, target_spec
+from tests.unify._mlflow_migration import BULK_RUNS, LONG_PARAM, T0, fresh_databases, make_source, runs_in, target_spec
 
 pytestmark = pytest.mark.slow
 
@@ -134,33 +130,6 @@ def write_runs_with(source: SourceSpec, target: SourceSpec, work: Path, *, bulk:
     experiments = {e: writer.experiment(plan, idmap, e) for e in plan.experiment_ids}
     writer.runs(plan, idmap, experiments, no_progress)
     assert all(idmap.run_done(r) for r in plan.run_ids)
-
-
-@contextlib.contextmanager
-def fresh_databases(backend: str, n: int) -> Iterator[list[str]]:
-    """`n` empty databases on one of this machine's database servers (sqlite: files)."""
-    from tests.conftest import SERVERS, service_unavailable
-
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory() as tmp:
-            yield [f"sqlite:///{tmp}/target-{i}.db" for i in range(n)]
-        return
-    server = SERVERS[backend]
-    try:
-        admin = server.connect()
-    except Exception as exc:  # each driver has its own OperationalError
-        service_unavailable(server.name, exc)
-    names = [f"braid_bulk_{uuid.uuid4().hex[:10]}" for _ in range(n)]
-    try:
-        with admin.cursor() as cur:
-            for name in names:
-                cur.execute(f"CREATE DATABASE {name}")
-        yield [server.uri.format(db=name) for name in names]
-    finally:
-        with admin.cursor() as cur:
-            for name in names:
-                cur.execute(server.drop.format(db=name))
-        admin.close()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres", "mariadb"])
