@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,8 +96,10 @@ def expected_report(plan: Plan, *, dry_run: bool) -> Report:
     """The report the plan leads to, before anything is written: every row of the source's tables
     under one kind (`RAW_KINDS`), what is left behind with its reason."""
     kinds = {kind: KindReport() for kind in FIELDS}
-    for count in (_experiments, _runs, _run_rows, _models, _model_rows, _registry, _artifacts, _details):
+    for count in (_experiments, _runs, _run_rows, _models, _model_rows, _registry, _artifacts):
         count(plan, kinds)
+    columns = {table: (table_kind(table), named) for table, named in RAW_COLUMNS.items()}
+    lost_values(kinds, FIELDS, columns, lambda table: _travelling(plan, table))
     return Report(plan.source, plan.target, dry_run, kinds)
 
 
@@ -231,18 +234,18 @@ def _travelling(plan: Plan, table: str) -> pl.DataFrame:
     return plan.frame(table) if table in ("runs", "registered_models") else raw[table]
 
 
-def _details(plan: Plan, kinds: dict[str, KindReport]) -> None:
-    """Per column a travelling row holds a value in and FIELDS says is not carried: the count of
-    those values, under `<kind>_detail`, as "<field>: <why>"."""
-    for table, columns in RAW_COLUMNS.items():
-        kind = table_kind(table)
-        lost = {c: f for c, f in columns.items() if f is not None and FIELDS[kind][f][0] == "not_carried"}
+def lost_values(kinds: dict[str, KindReport], fields: dict[str, dict[str, tuple[str, str]]],
+                columns: dict[str, tuple[str, dict[str, str | None]]], rows_of: Callable[[str], pl.DataFrame]) -> None:
+    """Per column (`columns`: table -> its kind and column -> field) a travelling row (`rows_of`)
+    holds a value in and `fields` says is not carried: the count of those values, under
+    `<kind>_detail`, as "<field>: <why>"."""
+    for table, (kind, named) in columns.items():
+        lost = {c: f for c, f in named.items() if f is not None and fields[kind][f][0] == "not_carried"}
         if not lost:
             continue
-        rows = _travelling(plan, table)
+        rows = rows_of(table)
         for column, name in lost.items():
-            n = int(rows.select(held(column).sum()).item())
-            _add(kinds, f"{kind}_detail", f"{name}: {FIELDS[kind][name][1]}", n)
+            _add(kinds, f"{kind}_detail", f"{name}: {fields[kind][name][1]}", int(rows.select(held(column).sum()).item()))
 
 
 def held(column: str) -> pl.Expr:

@@ -28,7 +28,7 @@ from braid.unify.source import SourceSpec, no_progress
 
 from ._cache_files import output_files
 from ._plan import MAX_PARAM_LENGTH, MAX_TAG_LENGTH, PARAM_TOO_LONG, PARENT_NOT_MIGRATED, TAG_TOO_LONG, How, Plan, SourceRead
-from ._report import NEW_ID, KindReport, Report, _align, _compare, held, run_map, with_full_values
+from ._report import NEW_ID, KindReport, Report, _align, _compare, lost_values, run_map, with_full_values
 
 # where a run's original status travels when MLflow has no status of the same meaning
 SOURCE_STATUS_TAG = "braid.source_status"
@@ -342,7 +342,7 @@ def expected_source_report(plan: Plan, tool: str, *, dry_run: bool) -> Report:
     unlinked = g["nodes"].filter(pl.col("kind").is_in(FILE_KINDS) & ~pl.col("id").is_in(_used(plan).implode())).height
     if unlinked:
         kinds["unlinked_file"].not_carried[fields["unlinked_file"]["file"][1]] = unlinked
-    _source_details(plan, tool, kinds)
+    lost_values(kinds, SOURCE_FIELDS[tool], SOURCE_COLUMNS, lambda table: _travelling(plan, table))
     return Report(plan.source, plan.target, dry_run, kinds)
 
 
@@ -378,22 +378,6 @@ def _used(plan: Plan) -> pl.Series:
         if inside.is_empty():
             return used
         used = pl.concat([used, inside.unique()])
-
-
-def _source_details(plan: Plan, tool: str, kinds: dict[str, KindReport]) -> None:
-    """Per column a travelling row holds a value in and SOURCE_FIELDS says is not carried: the
-    count of those values, under `<kind>_detail`, as "<field>: <why>"."""
-    fields = SOURCE_FIELDS[tool]
-    for table, (kind, columns) in SOURCE_COLUMNS.items():
-        lost = {c: f for c, f in columns.items() if f is not None and fields[kind][f][0] == "not_carried"}
-        if not lost:
-            continue
-        rows = _travelling(plan, table)
-        for column, name in lost.items():
-            n = int(rows.select(held(column).sum()).item())
-            if n:
-                detail = kinds.setdefault(f"{kind}_detail", KindReport())
-                detail.not_carried[f"{name}: {fields[kind][name][1]}"] += n
 
 
 # -- verification: the source's normalised tables against the target read back ----------------
